@@ -1,0 +1,31 @@
+# The two commands a newcomer types are `make demo` and `make test` (see README.md).
+# Everything installs into .venv in the project root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FAISS ?= cpu            # `make FAISS=gpu ...` on a CUDA 12 workstation
+CORES ?= 2
+DEMO_TARGET ?= results/demo/metrics.json
+
+.PHONY: setup demo test dryrun clean-results
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[$(strip $(FAISS)),llm,dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) $(DEMO_TARGET)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+dryrun: setup
+	$(BIN)/snakemake -n results/evc_combine/metrics.json
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,1 @@
+"""Readers for EmVidCap captions, the emotion lexicon, videos and the synthetic demo."""

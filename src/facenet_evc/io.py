@@ -1,0 +1,108 @@
+"""Atomic file writes and small HDF5 helpers.
+
+Every artifact of the pipeline is written to a temporary file beside its final path and
+renamed into place only once complete, so a killed job never leaves a file that a rerun
+(or Snakemake) would trust.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, ensure_ascii=False)
+            f.write("\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON, turning a parse error into one that names the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, attrs: dict[str, Any] | None = None) -> Iterator[h5py.File]:
+    """Open a temporary HDF5 file for writing; it becomes ``path`` only if the block succeeds."""
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+            yield f
+
+
+def _attr_value(value: Any) -> Any:
+    # HDF5 attrs cannot hold None or nested dicts: store those as JSON text.
+    if value is None or isinstance(value, (dict, list, tuple)) and not _is_flat_numeric(value):
+        return json.dumps(value)
+    return value
+
+
+def _is_flat_numeric(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value) and len(value) > 0
+
+
+def write_strings(group: h5py.Group, name: str, strings: list[str]) -> h5py.Dataset:
+    """Store a list of Python strings as a UTF-8 variable-length string dataset."""
+    return group.create_dataset(name, data=np.array(strings, dtype=object), dtype=h5py.string_dtype("utf-8"))
+
+
+def read_strings(dataset: h5py.Dataset) -> list[str]:
+    """Read a string dataset written by :func:`write_strings` back to ``list[str]``."""
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in dataset[()]]
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (stamped into artifacts to name their inputs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a JSON-serialisable configuration section."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""FACE-net modules, equation by equation."""

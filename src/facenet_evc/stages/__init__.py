@@ -1,0 +1,1 @@
+"""Cached pipeline stages: each is a function a Snakemake rule calls through the CLI."""
