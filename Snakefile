@@ -1,0 +1,22 @@
+# facenet-evc workflow: every stage is a rule whose output is a file under results/<dataset>/.
+#   snakemake --cores 2                                    # the embedded demo (default target)
+#   snakemake --cores 8 results/evc_combine/metrics.json   # a real dataset (set emvidcap_root etc.)
+# Rules only choose paths and call one `facenet-evc` subcommand; all logic is in src/facenet_evc.
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/workflow.schema.yaml")
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/evaluation.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/demo/bias_stats.json",
+        f"{RESULTS}/demo/baselines/human/metrics.json",

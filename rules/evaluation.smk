@@ -1,0 +1,90 @@
+# Evaluation (official EmVidCap metrics), baselines and the F-E bias statistics.
+
+
+rule human_baseline:
+    """Human agreement: each test video's first reference scored against its other references."""
+    input:
+        captions=caption_files("test"),
+    output:
+        predictions=f"{RESULTS}/{{ds}}/baselines/human/predictions.json",
+        references=f"{RESULTS}/{{ds}}/baselines/human/references.json",
+    params:
+        seps=caption_seps("test"),
+        max_len=max_caption_len,
+    log:
+        f"{RESULTS}/{{ds}}/logs/human_baseline.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/human_baseline.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc human-baseline --captions {input.captions} --captions-seps {params.seps}"
+        " --max-len {params.max_len} --predictions-out {output.predictions}"
+        " --references-out {output.references} > {log} 2>&1"
+
+
+def references_for(w):
+    # A baseline that holds references out ships its own reference file.
+    if w.run == "baselines/human/":
+        return f"{RESULTS}/{w.ds}/baselines/human/references.json"
+    return f"{RESULTS}/{w.ds}/references/test.json"
+
+
+rule evaluate:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr, Acc_sw, Acc_c, BFS, CFS as the official code computes them."""
+    input:
+        predictions=f"{RESULTS}/{{ds}}/{{run}}predictions.json",
+        references=references_for,
+        lexicon=lexicon_dir,
+    output:
+        f"{RESULTS}/{{ds}}/{{run}}metrics.json",
+    wildcard_constraints:
+        run="(|baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/)",
+    log:
+        f"{RESULTS}/{{ds}}/logs/{{run}}evaluate.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/{{run}}evaluate.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc evaluate --predictions {input.predictions} --references {input.references}"
+        " --lexicon {input.lexicon} --out {output} > {log} 2>&1"
+
+
+def msvd_args(w):
+    msvd = dataset(w.ds)["data"].get("msvd")
+    if not msvd:
+        return ""
+    return "--msvd-captions " + " ".join(msvd["captions"]) + " --youtube-mapping " + msvd["youtube_mapping"]
+
+
+def msvd_inputs(w):
+    msvd = dataset(w.ds)["data"].get("msvd")
+    return [*msvd["captions"], msvd["youtube_mapping"]] if msvd else []
+
+
+rule bias_stats:
+    """F-E bias statistics (paper Sec. 3.1), every reading with its distance to the paper."""
+    input:
+        trainval=caption_files("trainval"),
+        test=caption_files("test"),
+        lexicon=lexicon_dir,
+        msvd=msvd_inputs,
+    output:
+        f"{RESULTS}/{{ds}}/bias_stats.json",
+    params:
+        trainval_seps=caption_seps("trainval"),
+        test_seps=caption_seps("test"),
+        msvd=msvd_args,
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/bias_stats.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/bias_stats.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc bias-stats --trainval {input.trainval} --trainval-seps {params.trainval_seps}"
+        " --test {input.test} --test-seps {params.test_seps} --lexicon {input.lexicon} {params.msvd}"
+        " --t1 {params.t1} --t2 {params.t2} --out {output} > {log} 2>&1"

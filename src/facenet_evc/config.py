@@ -1,0 +1,153 @@
+"""Load YAML configuration and validate it against the JSON schemas in ``schemas/``.
+
+The same schema files serve the Snakefile (``snakemake.utils.validate``, through the
+``workflow/schemas`` links) and Python (:func:`load_dataset_config`). Validation fills in
+schema defaults and turns the first error into a message that names the file, the key
+path (``data.captions.test[0].sep``) and what was expected.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match its schema, or names a path that does not exist."""
+
+
+def schema_path(name: str) -> Path:
+    """Path of a packaged schema, e.g. ``schema_path("dataset")``."""
+    return Path(str(resources.files("facenet_evc") / "schemas" / f"{name}.schema.yaml"))
+
+
+def load_schema(name: str) -> dict:
+    with open(schema_path(name), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def key_path(parts) -> str:
+    """``['data', 'captions', 'test', 0, 'sep']`` → ``data.captions.test[0].sep``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def validate(instance: dict, schema: dict | str, source: str = "config") -> dict:
+    """Validate ``instance`` in place (filling defaults); raise :class:`ConfigError` on error."""
+    if isinstance(schema, str):
+        schema = load_schema(schema)
+    errors = sorted(_DefaultingValidator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        if e.validator == "additionalProperties":
+            extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+            allowed = ", ".join(sorted(e.schema.get("properties", {})))
+            where = key_path(list(e.absolute_path) + [extra[0]]) if extra else key_path(e.absolute_path)
+            raise ConfigError(f"{source}: {where}: unknown key (allowed here: {allowed})")
+        expected = e.schema.get("description") or ""
+        raise ConfigError(f"{source}: {key_path(e.absolute_path)}: {e.message}" + (f" ({expected})" if expected else ""))
+    return instance
+
+
+def substitute(obj: Any, variables: Mapping[str, Any], where: list | None = None, source: str = "config") -> Any:
+    """Replace ``{name}`` in every string of ``obj`` with ``variables[name]``."""
+    where = where or []
+    if isinstance(obj, str):
+        def repl(m: re.Match) -> str:
+            if m.group(1) not in variables:
+                raise ConfigError(f"{source}: {key_path(where)}: unknown placeholder {{{m.group(1)}}} "
+                                  f"(known: {', '.join(sorted(variables)) or 'none'})")
+            return str(variables[m.group(1)])
+        return _PLACEHOLDER.sub(repl, obj)
+    if isinstance(obj, dict):
+        return {k: substitute(v, variables, where + [k], source) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [substitute(v, variables, where + [i], source) for i, v in enumerate(obj)]
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_dataset_config(path: str | Path, variables: Mapping[str, Any] | None = None) -> dict:
+    """Read, substitute ``{..._root}`` placeholders in, and validate a dataset config."""
+    raw = read_yaml(path)
+    cfg = substitute(raw, {k: v for k, v in (variables or {}).items() if k.endswith("_root")}, source=str(path))
+    cfg = validate(cfg, "dataset", source=str(path))
+    cfg["_source"] = str(path)
+    return cfg
+
+
+def load_workflow_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict:
+    cfg = read_yaml(path)
+    cfg.update(overrides or {})
+    return validate(cfg, "workflow", source=str(path))
+
+
+def require_paths(cfg: dict, keys: list[str]) -> None:
+    """Raise :class:`ConfigError` naming the key of the first listed path that does not exist.
+
+    ``keys`` are dotted key paths; a path that is a list of caption-file records is checked
+    record by record (``data.captions.test[1].path``).
+    """
+    for key in keys:
+        value: Any = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        for where, p in _paths_under(value, key):
+            if not Path(p).exists():
+                raise ConfigError(f"{cfg.get('_source', 'config')}: {where}: path {p!r} does not exist")
+
+
+def _paths_under(value: Any, key: str):
+    if value is None:
+        return
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths_under(v, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        if "path" in value:
+            yield f"{key}.path", value["path"]
+        else:
+            for k, v in value.items():
+                yield from _paths_under(v, f"{key}.{k}")
