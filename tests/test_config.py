@@ -1,0 +1,106 @@
+"""Config validation against the JSON schemas, and the Snakemake workflow's DAG."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facenet_evc.config import ConfigError, load_dataset_config, load_workflow_config, require_paths
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, obj, name="ds.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(obj))
+    return p
+
+
+BASE = {"name": "toy", "data": {"captions": {"trainval": [{"path": "{emvidcap_root}/a.csv"}],
+                                             "test": [{"path": "{emvidcap_root}/b.csv", "sep": ","}]},
+                                "lexicon": "{emvidcap_root}/lex"}}
+
+
+def test_defaults_and_placeholders(tmp_path):
+    cfg = load_dataset_config(write(tmp_path, BASE), {"emvidcap_root": "/data/e", "results_root": "r"})
+    assert cfg["data"]["captions"]["trainval"][0]["path"] == "/data/e/a.csv"
+    assert cfg["text"]["max_caption_len"] == 15
+    assert cfg["bias"]["t1"] == pytest.approx(1 / 6)
+    assert cfg["data"]["msvd"] is None
+
+
+def test_unknown_key_is_named(tmp_path):
+    bad = {**BASE, "text": {"max_caption_length": 15}}
+    with pytest.raises(ConfigError, match=r"ds\.yaml: text\.max_caption_length: unknown key \(allowed here: max_caption_len\)"):
+        load_dataset_config(write(tmp_path, bad), {"emvidcap_root": "x"})
+
+
+def test_wrong_type_is_named(tmp_path):
+    bad = {**BASE, "text": {"max_caption_len": "fifteen"}}
+    with pytest.raises(ConfigError, match=r"text\.max_caption_len: 'fifteen' is not of type 'integer'"):
+        load_dataset_config(write(tmp_path, bad), {"emvidcap_root": "x"})
+
+
+def test_bad_separator_is_named(tmp_path):
+    bad = yaml.safe_load(yaml.safe_dump(BASE))
+    bad["data"]["captions"]["test"][0]["sep"] = ";"
+    with pytest.raises(ConfigError, match=r"data\.captions\.test\[0\]\.sep: ';' is not one of"):
+        load_dataset_config(write(tmp_path, bad), {"emvidcap_root": "x"})
+
+
+def test_unknown_placeholder_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.captions\.test\[0\]\.path: unknown placeholder \{emvidcap_root\}"):
+        load_dataset_config(write(tmp_path, BASE), {})
+
+
+def test_missing_path_is_named(tmp_path):
+    (tmp_path / "a.csv").write_text("VideoID,EmCaptions\n")
+    cfg = load_dataset_config(write(tmp_path, BASE), {"emvidcap_root": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"data\.captions\.test\[0\]\.path: path '.*b\.csv' does not exist"):
+        require_paths(cfg, ["data.captions", "data.lexicon"])
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    p = tmp_path / "ds.yaml"
+    p.write_text("name: toy\ndata: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"ds\.yaml:\d+: invalid YAML"):
+        load_dataset_config(p)
+
+
+@pytest.mark.parametrize("name", ["demo", "evc_msvd", "evc_ve", "evc_combine"])
+def test_shipped_configs_validate(name):
+    wf = load_workflow_config(PROJECT / "config" / "config.yaml")
+    cfg = load_dataset_config(PROJECT / wf["datasets"][name], wf)
+    assert cfg["name"] == name
+
+
+def snakemake(*args, cwd=PROJECT):
+    exe = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or shutil.which("snakemake")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_real_dataset_dag(emvidcap, tmp_path):
+    r = snakemake("-n", "--config", f"emvidcap_root={emvidcap}", f"results_root={tmp_path}", "--",
+                  f"{tmp_path}/evc_combine/bias_stats.json", f"{tmp_path}/evc_combine/baselines/human/metrics.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    for rule in ("bias_stats", "human_baseline", "evaluate"):
+        assert f"rule {rule}:" in r.stdout
+
+
+def test_missing_user_data_is_named_by_the_workflow(tmp_path):
+    r = snakemake("-n", "--config", f"emvidcap_root={tmp_path}/nowhere", f"results_root={tmp_path}", "--",
+                  f"{tmp_path}/evc_msvd/bias_stats.json")
+    assert r.returncode != 0
+    assert "config/evc_msvd.yaml: data.captions.trainval[0].path" in r.stdout + r.stderr
+
+
+def test_unknown_workflow_key_rejected(tmp_path):
+    r = snakemake("-n", "--config", "emvidcap_rot=x")
+    assert r.returncode != 0
+    assert "emvidcap_rot" in r.stdout + r.stderr
