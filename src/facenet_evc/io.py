@@ -106,3 +106,38 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def config_hash(obj: Any) -> str:
     """Short stable hash of a JSON-serialisable configuration section."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def describe_h5(path: str | os.PathLike, max_items: int = 3) -> str:
+    """A readable listing of an artifact: groups, datasets (shape, dtype, first items), attrs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    lines: list[str] = [str(path)]
+
+    def attrs(obj: h5py.HLObject, indent: str) -> None:
+        for k, v in obj.attrs.items():
+            v = v.decode() if isinstance(v, bytes) else v
+            text = str(v) if not isinstance(v, np.ndarray) else np.array2string(v, threshold=8)
+            lines.append(f"{indent}@{k} = {text[:200]}{'...' if len(text) > 200 else ''}")
+
+    def visit(name: str, obj: h5py.HLObject) -> None:
+        depth = name.count("/") + 1
+        indent = "  " * depth
+        if isinstance(obj, h5py.Dataset):
+            head = ""
+            if obj.shape and obj.dtype.kind in "OSU":
+                items = [s.decode() if isinstance(s, bytes) else str(s) for s in obj[: max_items]]
+                head = f"  e.g. {items}"
+            lines.append(f"{indent}{name.split('/')[-1]}  {obj.shape} {obj.dtype}{head}")
+        else:
+            lines.append(f"{indent}{name.split('/')[-1]}/")
+        attrs(obj, indent + "  ")
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs(f, "  ")
+            f.visititems(visit)
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
+    return "\n".join(lines)
