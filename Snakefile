@@ -2,9 +2,7 @@
 #   snakemake --cores 2                                    # the embedded demo (default target)
 #   snakemake --cores 8 results/evc_combine/metrics.json   # a real dataset (set emvidcap_root etc.)
 # Rules only choose paths and call one `facenet-evc` subcommand; all logic is in src/facenet_evc.
-from snakemake.utils import min_version, validate
-
-min_version("8.0")
+from snakemake.utils import validate
 
 configfile: "config/config.yaml"
 
