@@ -1,0 +1,476 @@
+"""Train FACE-net (paper Sec. 3.6 / 4.1) with validation, logging and exact resume.
+
+One call of :func:`train` builds the word vocabulary (word decoders: normalised training
+captions + every lexicon word, EPAN style), the decoder and FaceNet, then runs Adam for
+``max_steps`` optimizer steps over (video, caption) samples:
+
+* ``out_dir/log.csv`` — one row per step (step, epoch, lr, loss, loss_e, loss_cls) with the
+  validation metrics (CIDEr, Acc_sw, Acc_c, BFS, CFS; official code, METEOR skipped) filled
+  in at validation steps; floats are written with ``repr`` so two identical runs give
+  byte-identical logs;
+* ``out_dir/curves.png`` — losses and validation CFS against the step;
+* ``out_dir/last/`` every ``ckpt_every`` steps and at the end; ``out_dir/best/`` whenever
+  the validation CFS improves (:mod:`.checkpoint` for the layout);
+* ``out_dir/split.json`` — the training and held-out video ids.
+
+Resume: when ``out_dir/last/`` exists the run continues from it (model config must match,
+the vocabulary must come out the same) and the log is cut back to the checkpoint's step.
+
+Determinism, what an exact resume needs (checked by ``tests/test_training.py``):
+
+* every RNG seeded at the start (python, numpy, torch) *before* the model is built, so a
+  resumed process builds the same initial tensors (then overwritten) and restores the RNG
+  states afterwards from the checkpoint: dropout continues on the same stream;
+* the sample order is not an RNG side effect but a function of (seed, epoch): each epoch's
+  permutation comes from its own ``torch.Generator`` seeded with ``seed * 1000003 + epoch``;
+  the checkpoint stores the epoch and the number of samples consumed;
+* validation runs under ``torch.random.fork_rng`` and in eval mode, so validating (or not,
+  as when a run stops at an intermediate ``max_steps``) never shifts the training stream;
+* ``torch.use_deterministic_algorithms(True)`` (warn-only on CUDA, where some kernels have no
+  deterministic variant; ``CUBLAS_WORKSPACE_CONFIG`` is set for cuBLAS), cuDNN benchmark off;
+* weights as safetensors and optimizer / scheduler state with ``torch.save``: both round-trip
+  float32 bits exactly; the same thread count must be used (CPU reductions split work by
+  thread count).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normalize_caption, read_split
+from facenet_evc.data.lexicon import Lexicon, read_lexicon
+from facenet_evc.io import atomic_path, write_json, write_text
+from facenet_evc.models.config import FaceNetConfig
+from facenet_evc.models.decoders import Vocab
+from facenet_evc.training.checkpoint import (
+    CheckpointError,
+    TrainState,
+    check_model_config,
+    load_checkpoint,
+    read_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from facenet_evc.training.config import TrainConfig
+from facenet_evc.training.data import (
+    Collator,
+    EVCDataset,
+    load_artifacts,
+    make_samples,
+    split_train_val,
+    to_device,
+)
+from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions, resolve_device
+
+log = logging.getLogger(__name__)
+
+VAL_METRICS = ("CIDEr", "Acc_sw", "Acc_c", "BFS", "CFS")
+LOG_COLUMNS = ("step", "epoch", "lr", "loss", "loss_e", "loss_cls") + VAL_METRICS
+SELECT_METRIC = "CFS"  # model selection on the validation videos
+
+
+# --------------------------------------------------------------------------- determinism helpers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of ``epoch``: a function of (seed, epoch) only, so it is re-drawn on resume."""
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the base lr after ``step`` scheduler steps (LambdaLR)."""
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        if cfg.lr_schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device):
+    """Deterministic kernels for the duration of the run; the process' previous settings restored after."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def score_predictions(predictions: dict[str, str], references: dict[str, list[str]], lexicon: Lexicon) -> dict[str, float]:
+    """Official metrics without METEOR. Acc_c (and so BFS / CFS) is NaN where the official formula
+    overflows (every caption with a right emotion also has a wrong one), which early in training
+    happens; the caption metrics and Acc_sw are still reported."""
+    from facenet_evc.evaluation import evaluate
+    from facenet_evc.evaluation.captions import caption_scores
+    from facenet_evc.evaluation.emotion import EmotionMetricError, acc_sw, count_emotions
+
+    try:
+        return evaluate(predictions, references, lexicon, meteor=False)
+    except EmotionMetricError as err:
+        log.warning("validation: %s; Acc_c, BFS and CFS recorded as NaN", err)
+    vids = sorted(predictions)
+    scores: dict[str, float] = caption_scores({i: list(references[v]) for i, v in enumerate(vids)},
+                                              {i: [predictions[v]] for i, v in enumerate(vids)}, meteor=False)
+    scores["Acc_sw"] = acc_sw(count_emotions(predictions, references, lexicon))
+    scores.update(Acc_c=math.nan, BFS=math.nan, CFS=math.nan, n_videos=len(vids))
+    return scores
+
+
+# --------------------------------------------------------------------------- log and curves
+
+
+class CsvLog:
+    """``log.csv`` appended one flushed row per step; on resume cut back to the checkpoint's step."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with open(path, encoding="utf-8", newline="") as f:
+                for row in csv.DictReader(f):
+                    # a kill can leave a torn last line: keep only complete rows up to the checkpoint
+                    try:
+                        ok = row.get("CFS") is not None and int(row["step"]) <= resume_step
+                    except (TypeError, ValueError):
+                        ok = False
+                    if ok:
+                        rows.append({k: row[k] for k in LOG_COLUMNS})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(path, buf.getvalue())
+        self._file = open(path, "a", encoding="utf-8", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=LOG_COLUMNS, lineterminator="\n")
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips the float exactly
+    return str(value)
+
+
+def plot_curves(log_csv: Path, out_png: Path) -> None:
+    """Losses (left) and validation CFS / CIDEr (right) against the step, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(log_csv)
+    fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
+    for col in ("loss", "loss_e", "loss_cls"):
+        if col in df and df[col].notna().any():
+            ax_l.plot(df["step"], df[col], label=col, linewidth=0.8)
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel("loss")
+    ax_l.set_yscale("log")
+    ax_l.legend()
+    val = df[df["CIDEr"].notna()] if "CIDEr" in df else df.iloc[:0]
+    for col in ("CFS", "CIDEr"):
+        if len(val) and val[col].notna().any():
+            ax_v.plot(val["step"], val[col], marker="o", label=f"val {col}")
+    ax_v.set_xlabel("step")
+    ax_v.set_ylabel("validation score")
+    if len(val):
+        ax_v.legend()
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _caption_sources(captions: Sequence[CaptionSource | str | os.PathLike]) -> list[CaptionSource]:
+    return [c if isinstance(c, CaptionSource) else CaptionSource(Path(c)) for c in captions]
+
+
+def train(
+    model_cfg: Mapping[str, Any],
+    train_cfg: Mapping[str, Any],
+    features_h5: str | os.PathLike,
+    topk_h5: str | os.PathLike,
+    triplets_h5: str | os.PathLike,
+    lexicon_h5: str | os.PathLike,
+    captions: Sequence[CaptionSource | str | os.PathLike],
+    lexicon_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume training) FACE-net; returns a summary (steps, best and last validation metrics).
+
+    Args:
+        model_cfg: :class:`~facenet_evc.models.config.FaceNetConfig` dict.
+        train_cfg: :class:`~facenet_evc.training.config.TrainConfig` dict.
+        features_h5, topk_h5, triplets_h5, lexicon_h5: the artifacts (:mod:`.data`).
+        captions: the trainval caption files (the retrieval repository, in this order).
+        lexicon_dir: the official lexicon folder (validation metrics).
+        out_dir: log, curves, ``last/``, ``best/``; resumed from ``last/`` when present.
+        callback: called after every step with (step, log row), e.g. for external logging.
+    """
+    cfg = FaceNetConfig.from_dict(model_cfg)
+    tcfg = TrainConfig.from_dict(train_cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(tcfg.device)
+    threads_before = torch.get_num_threads()
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    try:
+        with _deterministic(device):
+            return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
+                          _caption_sources(captions), Path(lexicon_dir), out, device, callback)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    cfg: FaceNetConfig,
+    tcfg: TrainConfig,
+    features_h5: Path,
+    topk_h5: Path,
+    triplets_h5: Path,
+    lexicon_h5: Path,
+    sources: list[CaptionSource],
+    lexicon_dir: Path,
+    out: Path,
+    device: torch.device,
+    callback: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    # ---- data
+    trainval = read_split(sources)
+    caps = captions_by_video(trainval)
+    artifacts = load_artifacts(features_h5, topk_h5, triplets_h5, lexicon_h5)
+    artifacts.check_repository(trainval, [str(s.path) for s in sources])
+    artifacts.check_model_config(cfg)
+    lexicon = read_lexicon(lexicon_dir)
+    if set(lexicon.words) != set(artifacts.lexicon_words):
+        diff = sorted(set(lexicon.words) ^ set(artifacts.lexicon_words))
+        raise ValueError(f"the lexicon folder {lexicon_dir} and {lexicon_h5} hold different words (e.g. {diff[:5]})")
+    train_ids, val_ids = split_train_val(caps, tcfg.val_fraction, tcfg.seed)
+    artifacts.check_videos(train_ids + val_ids)
+    samples = make_samples(caps, train_ids, tcfg.max_len)
+    if not samples:
+        raise ValueError("no training caption left after normalisation")
+    references = {v: [normalize_caption(c, tcfg.max_len) for c in caps[v]] for v in val_ids}
+
+    # ---- resume?
+    ckpt = resolve_checkpoint(out / "last")
+    meta = None
+    if ckpt is not None:
+        meta = read_meta(ckpt)
+        check_model_config(meta["model_config"], cfg.to_dict(), str(ckpt))
+        changed = [k for k in sorted(tcfg.to_dict()) if (meta.get("train_config") or {}).get(k) != tcfg.to_dict()[k]]
+        if changed:
+            log.warning("resuming %s with train config changes in %s", ckpt, changed)
+
+    # ---- model (seeded before construction: a resumed run rebuilds the same initial tensors)
+    seed_everything(tcfg.seed)
+    vocab = None
+    if cfg.decoder not in LLM_DECODERS:
+        vocab = Vocab.build([c for _, c in samples], artifacts.lexicon_words, tcfg.min_count)
+        if meta is not None and meta.get("vocab") != vocab.to_dict():
+            raise CheckpointError(f"{ckpt}: the checkpoint's vocabulary differs from the one built from the "
+                                  "current training captions (other captions, lexicon, min_count or split?)")
+    model = build_facenet(cfg, vocab, artifacts.lexicon_words, artifacts.lexicon_vectors,
+                          artifacts.lexicon_member.astype(np.float32)).to(device)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg))
+    state = TrainState()
+    if ckpt is not None:
+        state, _ = load_checkpoint(ckpt, model, optimizer, scheduler, cfg.to_dict(), restore_rng_state=True)
+        log.info("resumed from %s at step %d (epoch %d, sample %d)", ckpt, state.step, state.epoch, state.pos)
+    else:
+        write_json(out / "split.json", {"seed": tcfg.seed, "val_fraction": tcfg.val_fraction,
+                                        "train": train_ids, "val": val_ids})
+    log.info("%d training samples of %d videos, %d validation videos, %d trainable parameters, device %s",
+             len(samples), len(train_ids), len(val_ids), sum(p.numel() for p in model.trainable_parameters()), device)
+
+    dataset = EVCDataset(artifacts, samples)
+    collate = Collator(artifacts, model.decoder, cfg.delta)
+    ckpt_kw = dict(model_config=cfg.to_dict(), train_config=tcfg.to_dict(),
+                   vocab=None if vocab is None else vocab.to_dict(), lexicon_words=artifacts.lexicon_words)
+
+    def save(name: str) -> None:
+        save_checkpoint(out / name, model, optimizer, scheduler, state, **ckpt_kw)
+
+    def validate() -> dict[str, float]:
+        # fork_rng: validation must not move the training RNG stream (runs with and without an
+        # extra validation, e.g. one ending at an intermediate max_steps, stay identical)
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            preds = generate_captions(model, artifacts, val_ids, tcfg.val_beams, tcfg.max_len,
+                                      tcfg.eval_batch_size, device)
+        return score_predictions(preds, references, lexicon)
+
+    csv_log = CsvLog(out / "log.csv", state.step if ckpt is not None else None)
+    perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
+    bar = tqdm(total=tcfg.max_steps, initial=min(state.step, tcfg.max_steps), unit="step", desc="train",
+               disable=not tcfg.progress, file=sys.stderr, dynamic_ncols=True)
+    model.train()
+    try:
+        while state.step < tcfg.max_steps:
+            if state.pos >= len(perm):
+                state.epoch += 1
+                state.pos = 0
+                perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
+            idx = perm[state.pos : state.pos + tcfg.batch_size]
+            epoch = state.epoch
+            state.pos += len(idx)
+            batch = to_device(collate([dataset[i] for i in idx]), device)
+
+            lr = scheduler.get_last_lr()[0]
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_for(cfg, device):
+                res = model(batch, batch["targets"])
+            res["loss"].backward()
+            if tcfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), tcfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state.step += 1
+
+            row: dict[str, Any] = {"step": state.step, "epoch": epoch, "lr": float(lr), "loss": float(res["loss"].detach()),
+                                   "loss_e": float(res["loss_e"].detach()),
+                                   "loss_cls": None if res["loss_cls"] is None else float(res["loss_cls"].detach())}
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss is {row['loss']} at step {state.step}; lower lr or set grad_clip")
+            if val_ids and (state.step % tcfg.val_every == 0 or state.step == tcfg.max_steps):
+                metrics = validate()
+                state.metrics = {k: float(metrics[k]) for k in VAL_METRICS}
+                row.update(state.metrics)
+                score = state.metrics[SELECT_METRIC]
+                if math.isfinite(score) and score > state.best_metric:
+                    state.best_metric, state.best_step = score, state.step
+                    save("best")
+                bar.write(f"step {state.step}: " + " ".join(f"{k} {state.metrics[k]:.4f}" for k in VAL_METRICS))
+            csv_log.append(row)
+            if state.step % tcfg.ckpt_every == 0 or state.step == tcfg.max_steps:
+                save("last")
+            if "CIDEr" in row or state.step == tcfg.max_steps:
+                plot_curves(out / "log.csv", out / "curves.png")
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
+            if callback is not None:
+                callback(state.step, row)
+    finally:
+        bar.close()
+        csv_log.close()
+    if not (out / "curves.png").exists():
+        plot_curves(out / "log.csv", out / "curves.png")
+    summary = {
+        "out_dir": str(out),
+        "step": state.step,
+        "epoch": state.epoch,
+        "metrics": state.metrics,
+        "best_step": state.best_step,
+        "best_metric": state.best_metric if math.isfinite(state.best_metric) else None,
+        "n_samples": len(samples),
+        "n_train_videos": len(train_ids),
+        "n_val_videos": len(val_ids),
+        "vocab_size": None if vocab is None else len(vocab),
+        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+        "device": str(device),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def load_mapping(value: str | None, what: str) -> dict[str, Any]:
+    """A config given as a JSON/YAML file path or as inline JSON/YAML text (``{"d": 300}``)."""
+    import yaml
+
+    from facenet_evc.config import read_yaml
+
+    if not value:
+        return {}
+    if Path(value).is_file():
+        return read_yaml(value)
+    if value.strip().endswith((".json", ".yaml", ".yml")) and "{" not in value:
+        raise FileNotFoundError(f"{what}: file {value} not found")
+    try:
+        data = yaml.safe_load(value)  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what}: neither an existing file nor valid inline JSON/YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: expected a mapping (file or inline JSON/YAML), got {value!r}")
+    return data
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``facenet-evc train``."""
+    from facenet_evc.cli import _add_captions_args
+
+    parser.add_argument("--features", required=True, help="frame features HDF5 (trainval videos)")
+    parser.add_argument("--topk", required=True, help="top-K retrieval HDF5")
+    parser.add_argument("--triplets", required=True, help="triplet embeddings HDF5 of the repository captions")
+    parser.add_argument("--lexicon-h5", required=True, help="lexicon embeddings HDF5 (embed-lexicon)")
+    _add_captions_args(parser)  # --captions: the trainval caption files (the repository, in order)
+    parser.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
+    parser.add_argument("--model-config", default=None, help="FaceNetConfig: JSON/YAML file or inline JSON/YAML")
+    parser.add_argument("--train-config", default=None, help="TrainConfig: JSON/YAML file or inline JSON/YAML")
+    parser.add_argument("--out", required=True, help="output folder (resumed from <out>/last when present)")
+
+
+def run_train_cli(args: argparse.Namespace) -> int:
+    from facenet_evc.cli import _caption_sources as cli_sources
+
+    summary = train(load_mapping(args.model_config, "--model-config"), load_mapping(args.train_config, "--train-config"),
+                    args.features, args.topk, args.triplets, args.lexicon_h5,
+                    cli_sources(args.captions, args.captions_seps), args.lexicon, args.out)
+    print(json.dumps(summary, indent=2))
+    return 0

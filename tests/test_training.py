@@ -1,0 +1,408 @@
+"""Training loop, checkpoints, exact resume (also after SIGKILL), prediction and the retrieval baseline.
+
+Everything runs on tiny synthetic artifacts written in the stages' own layouts: 12 trainval +
+4 test videos in three classes (N=4 frames, d=16), each class with its own templated captions
+and emotion, K=2 retrieved captions from other videos of the same class.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facenet_evc.data.lexicon import read_lexicon
+from facenet_evc.io import atomic_h5, write_strings
+from facenet_evc.stages.emotion_embed import write_lexicon_h5
+from facenet_evc.stages.retrieval import write_topk_h5
+from facenet_evc.stages.triplets import Triplet, read_triplets_h5, write_triplets_h5
+from facenet_evc.training.checkpoint import (
+    CheckpointError,
+    TrainState,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from facenet_evc.training.config import TrainConfig
+from facenet_evc.training.data import ArtifactError, load_artifacts, make_samples, split_train_val
+from facenet_evc.training.predict import predict, retrieval_baseline
+from facenet_evc.training.trainer import score_predictions, train
+
+N_FRAMES, D_V, D_T, D_E, K = 4, 16, 12, 10, 2
+LEXICON = {"joy": ["happily", "happy"], "sadness": ["sadly", "sad", "upset"], "anger": ["angrily", "angry", "upset"]}
+TEMPLATES = [
+    ["A man is happily playing a guitar.", "The man plays the guitar happily!", "a happy man is playing music"],
+    ["A woman is sadly cooking food.", "the sad woman cooks food", "A woman is upset while cooking."],
+    ["A dog is angrily barking.", "an angry dog barks loudly", "The dog is barking angrily"],
+]
+TRAINVAL = [f"tv{i:02d}" for i in range(12)]
+TEST = [f"te{i:02d}" for i in range(4)]
+S1, S2 = 13, 40
+
+MODEL_CFG = dict(d=16, d_v=D_V, d_t=D_T, d_e=D_E, n_frames=N_FRAMES, k=K, n_heads=2, ffn_mult=2, dropout=0.1,
+                 n_queries=4, decoder="lstm",
+                 decoder_settings={"hidden_size": 32, "embed_size": 16, "attn_size": 16, "dropout": 0.1})
+TRAIN_CFG = dict(lr=1e-2, batch_size=8, max_steps=S2, val_every=10, ckpt_every=10, val_fraction=0.25, seed=0,
+                 threads=1, device="cpu", progress=False, val_beams=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cls(vid: str) -> int:
+    return int(vid[2:]) % 3
+
+
+def _write_csv(path: Path, videos: list[str]) -> list[tuple[str, str]]:
+    rows = [(v, c) for v in videos for c in TEMPLATES[_cls(v)]]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["VideoID", "EmCaptions"])
+        w.writerows(rows)
+    return rows
+
+
+def write_features(path: Path, videos: list[str], rng: np.random.Generator) -> None:
+    protos = rng.standard_normal((3, N_FRAMES, D_V)).astype(np.float32)
+    frames = np.stack([protos[_cls(v)] + 0.1 * rng.standard_normal((N_FRAMES, D_V)) for v in videos]).astype(np.float32)
+    with atomic_h5(path, {"dim": D_V}) as f:  # the clip_features layout
+        write_strings(f, "video_ids", videos)
+        f.create_dataset("frames", data=frames)  # (n, N, d)
+        f.create_dataset("mean", data=frames.mean(1))  # (n, d)
+
+
+def write_topk(path: Path, queries: list[str], repo: list[tuple[str, str]]) -> None:
+    indices = []
+    for q in queries:
+        others = [i for i, (v, _) in enumerate(repo) if v != q and _cls(v) == _cls(q)]
+        indices.append([others[0], others[4]])  # two captions of other same-class videos
+    scores = np.tile(np.array([[0.8, 0.7]], dtype=np.float32), (len(queries), 1))
+    write_topk_h5(path, queries, np.array(indices), scores, [c for _, c in repo], [v for v, _ in repo])
+
+
+def build_artifacts(root: Path) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    lex_dir = root / "lexicon"
+    lex_dir.mkdir()
+    for cat, words in LEXICON.items():
+        (lex_dir / f"{cat}.txt").write_text("\r\n".join(words), encoding="utf-8")
+    repo = _write_csv(root / "trainval.csv", TRAINVAL)
+    _write_csv(root / "test.csv", TEST)
+    # rows of the features file in another order than the captions: lookups must go by id
+    write_features(root / "features.h5", TEST + TRAINVAL[::-1], rng)
+    write_topk(root / "topk.h5", TRAINVAL + TEST, repo)
+    write_triplets_h5(root / "triplets.h5", [c for _, c in repo], [Triplet("s", "p", "o")] * len(repo),
+                      rng.standard_normal((len(repo), 3, D_T)).astype(np.float32))
+    lexicon = read_lexicon(lex_dir)
+    write_lexicon_h5(root / "lexicon.h5", lexicon, rng.standard_normal((len(lexicon.words), D_E)), [], {})
+    return {k: str(root / f) for k, f in [("features", "features.h5"), ("topk", "topk.h5"), ("triplets", "triplets.h5"),
+                                          ("lexicon_h5", "lexicon.h5"), ("trainval", "trainval.csv"),
+                                          ("test", "test.csv"), ("lexicon_dir", "lexicon")]}
+
+
+def train_kwargs(a: dict[str, str], out: Path, **train_over) -> dict:
+    return dict(model_cfg=MODEL_CFG, train_cfg={**TRAIN_CFG, **train_over}, features_h5=a["features"],
+                topk_h5=a["topk"], triplets_h5=a["triplets"], lexicon_h5=a["lexicon_h5"], captions=[a["trainval"]],
+                lexicon_dir=a["lexicon_dir"], out_dir=str(out))
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory) -> dict[str, str]:
+    return build_artifacts(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="module")
+def reference(art, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted run of S2 steps."""
+    out = tmp_path_factory.mktemp("reference")
+    t0 = time.perf_counter()
+    summary = train(**train_kwargs(art, out))
+    summary["seconds"] = time.perf_counter() - t0
+    return out, summary
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"tensor {k} differs"
+
+
+# --------------------------------------------------------------------------- the training run
+
+
+def test_training_outputs(reference, art):
+    out, summary = reference
+    rows = _read_log(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, S2 + 1))
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    assert all(r["loss_cls"] for r in rows)
+    val_steps = [int(r["step"]) for r in rows if r["CFS"]]
+    assert val_steps == [10, 20, 30, 40]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    for name in ("best", "last"):
+        ckpt = out / name
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+        assert {"optimizer", "scheduler", "rng", "train_state"} <= state.keys()
+        assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+        tensors = load_file(str(ckpt / "model.safetensors"))
+        assert "lexicon" in tensors and any(k.startswith("decoder.") for k in tensors)
+        meta = json.loads((ckpt / "meta.json").read_text())
+        assert meta["model_config"]["n_queries"] == 4 and meta["train_config"]["lr"] == 1e-2
+        assert "happily" in meta["vocab"]["words"]
+    assert json.loads((out / "last" / "meta.json").read_text())["step"] == S2
+    assert summary["step"] == S2 and summary["best_step"] in (10, 20, 30, 40)
+    assert set(summary["metrics"]) == {"CIDEr", "Acc_sw", "Acc_c", "BFS", "CFS"}
+
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["val"]) == 3 and len(split["train"]) == 9
+    assert not set(split["val"]) & set(split["train"]) and not set(split["val"]) & set(TEST)
+    print(f"reference run: {S2} steps in {summary['seconds']:.1f} s, final {summary['metrics']}")
+
+
+def test_resume_in_two_calls_is_exact(reference, art, tmp_path):
+    ref_out, ref_summary = reference
+    out = tmp_path / "two_calls"
+    first = train(**train_kwargs(art, out, max_steps=S1))
+    assert first["step"] == S1
+    assert json.loads((out / "last" / "meta.json").read_text())["step"] == S1
+    second = train(**train_kwargs(art, out))  # resumes from last/ (step 13, mid-epoch)
+    assert second["step"] == S2
+    _assert_same_weights(ref_out / "last", out / "last")
+    assert second["metrics"] == ref_summary["metrics"]
+    ref_rows, rows = _read_log(ref_out / "log.csv"), _read_log(out / "log.csv")
+    cols = ("step", "epoch", "lr", "loss", "loss_e", "loss_cls")
+    assert [[r[c] for c in cols] for r in rows] == [[r[c] for c in cols] for r in ref_rows]
+
+
+def test_resume_after_sigkill_is_exact(reference, art, tmp_path):
+    ref_out, ref_summary = reference
+    out = tmp_path / "killed"
+    marker = tmp_path / "past_checkpoint"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"kwargs": train_kwargs(art, out), "marker": str(marker), "hang_at": 14}))
+    # the child trains normally, and after step 14 (first checkpoint at 10) signals and hangs
+    # so that the kill lands after a checkpoint with uncheckpointed steps in the log
+    script = (
+        "import json, sys, time, pathlib, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from facenet_evc.training.trainer import train\n"
+        "spec = json.load(open(sys.argv[1]))\n"
+        "def cb(step, row):\n"
+        "    if step == spec['hang_at']:\n"
+        "        pathlib.Path(spec['marker']).write_text('x')\n"
+        "        time.sleep(600)\n"
+        "train(**spec['kwargs'], callback=cb)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(spec)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training subprocess exited early:\n{proc.stdout.read().decode()}")
+            if time.monotonic() > deadline:
+                pytest.fail("training subprocess did not reach the hang step in 120 s")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((out / "last" / "meta.json").read_text())["step"] == 10
+    assert max(int(r["step"]) for r in _read_log(out / "log.csv")) == 14  # rows beyond the checkpoint
+
+    resumed = train(**train_kwargs(art, out))
+    _assert_same_weights(ref_out / "last", out / "last")
+    _assert_same_weights(ref_out / "best", out / "best")
+    assert resumed["metrics"] == ref_summary["metrics"]
+    assert (out / "log.csv").read_bytes() == (ref_out / "log.csv").read_bytes()
+
+
+def test_model_config_mismatch_is_named(reference, art, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "mismatch"
+    out.mkdir()
+    shutil.copytree(ref_out / "last", out / "last")
+    kw = train_kwargs(art, out)
+    kw["model_cfg"] = {**MODEL_CFG, "n_queries": 8,
+                       "decoder_settings": {**MODEL_CFG["decoder_settings"], "hidden_size": 64}}
+    with pytest.raises(CheckpointError, match=r"n_queries.*decoder_settings\.hidden_size|decoder_settings\.hidden_size.*n_queries"):
+        train(**kw)
+    with pytest.raises(CheckpointError, match="n_queries"):
+        load_checkpoint(out / "last", expected_model_config={**MODEL_CFG, "n_queries": 8})
+
+
+def test_checkpoint_survives_kill_between_renames(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "last"
+    save_checkpoint(path, model, None, None, TrainState(step=1), {"a": 1})
+    # a kill after "last -> .last.old" and before ".last.tmp-* -> last"
+    os.replace(path, tmp_path / ".last.old")
+    (tmp_path / ".last.tmp-x").mkdir()
+    assert resolve_checkpoint(path) == path
+    state, meta = load_checkpoint(path)
+    assert state.step == 1 and meta["model_config"] == {"a": 1}
+    save_checkpoint(path, model, None, None, TrainState(step=2), {"a": 1})
+    assert load_checkpoint(path)[0].step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def test_predict_one_caption_per_test_video(reference, art, tmp_path):
+    ref_out, _ = reference
+    out_json = tmp_path / "pred.json"
+    preds = predict(ref_out / "best", art["features"], art["topk"], art["triplets"], TEST, out_json,
+                    num_beams=5, max_len=15, batch_size=3, device="cpu", progress=False)
+    assert json.loads(out_json.read_text()) == preds
+    assert sorted(preds) == TEST
+    assert all(isinstance(c, str) and len(c.split()) <= 15 for c in preds.values())
+
+
+def test_retrieval_baseline_takes_top1(art, tmp_path):
+    out_json = tmp_path / "baseline.json"
+    preds = retrieval_baseline(art["topk"], TEST, out_json)
+    assert json.loads(out_json.read_text()) == preds
+    with h5py.File(art["topk"], "r") as f:
+        ids = [s.decode() for s in f["video_ids"][()]]
+        caps = [s.decode() for s in f["repository/caption"][()]]
+        first = f["indices"][()][:, 0]
+    for vid in TEST:
+        raw = caps[first[ids.index(vid)]]
+        assert preds[vid] == raw.lower().replace(".", "").replace("!", "")
+    with pytest.raises(ValueError, match=r"'ghost'.*topk\.h5"):
+        retrieval_baseline(art["topk"], ["ghost"], tmp_path / "x.json")
+
+
+# --------------------------------------------------------------------------- data contract
+
+
+def test_missing_video_is_named(art, tmp_path):
+    rng = np.random.default_rng(1)
+    feats = tmp_path / "features_missing.h5"
+    write_features(feats, [v for v in TRAINVAL + TEST if v != "tv05"], rng)
+    a = load_artifacts(feats, art["topk"], art["triplets"], art["lexicon_h5"])
+    with pytest.raises(ArtifactError, match=r"'tv05'.*features_missing\.h5"):
+        a.video_inputs(["tv01", "tv05"])
+    kw = train_kwargs({**art, "features": str(feats)}, tmp_path / "run")
+    with pytest.raises(ArtifactError, match=r"'tv05'.*features_missing\.h5"):
+        train(**kw)
+
+
+def test_triplet_repository_mismatch_names_both_files(art, tmp_path):
+    caps, _, emb, _ = read_triplets_h5(art["triplets"])
+    caps = list(caps)
+    caps[3] = "something else"
+    bad = tmp_path / "triplets_bad.h5"
+    write_triplets_h5(bad, caps, [Triplet("", "", "")] * len(caps), emb)
+    with pytest.raises(ArtifactError, match=r"triplets_bad\.h5.*topk\.h5"):
+        load_artifacts(art["features"], art["topk"], bad, art["lexicon_h5"])
+
+
+def test_batches_follow_the_contract(art):
+    a = load_artifacts(art["features"], art["topk"], art["triplets"], art["lexicon_h5"])
+    b = a.video_inputs(["tv04", "te01"])
+    assert b["frames"].shape == (2, N_FRAMES, D_V) and b["triplets"].shape == (2, K, 3, D_T)
+    assert b["sims"].shape == (2, K)
+    with h5py.File(art["triplets"], "r") as f, h5py.File(art["topk"], "r") as t:
+        row = [s.decode() for s in t["video_ids"][()]].index("tv04")
+        assert torch.equal(b["triplets"][0], torch.from_numpy(f["embeddings"][()][t["indices"][()][row]]))
+    cats = a.lexicon_categories  # sorted files: anger, joy, sadness
+    e = a.emotion_targets(["a woman is upset", "a happy happy man", "a dog"])
+    assert e.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]] and cats == ["anger", "joy", "sadness"]
+    samples = make_samples({"v": ["A Man, smiling!", "..."]}, ["v"])
+    assert samples == [("v", "a man smiling")]  # normalised; the empty one dropped
+
+
+def test_split_is_seeded_and_order_free():
+    ids = [f"v{i}" for i in range(20)]
+    tr, va = split_train_val(ids, 0.1, seed=3)
+    assert len(va) == 2 and sorted(tr + va) == sorted(ids)
+    assert split_train_val(ids[::-1], 0.1, seed=3) == (tr, va)
+    assert split_train_val(ids, 0.1, seed=4) != (tr, va)
+    assert split_train_val(ids, 0.0, seed=3) == (sorted(ids), [])
+
+
+def test_validation_scores_survive_undefined_acc_c(art):
+    # every caption with a right emotion also has a wrong one: the official Acc_c overflows
+    lexicon = read_lexicon(art["lexicon_dir"])
+    m = score_predictions({"v": "a happy angry man"}, {"v": ["a happy man"]}, lexicon)
+    assert np.isnan(m["Acc_c"]) and np.isnan(m["CFS"]) and m["Acc_sw"] == 0.5 and m["CIDEr"] >= 0
+
+
+def test_train_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"\['bogus', 'lr_rate'\]"):
+        TrainConfig.from_dict({"lr_rate": 1e-3, "bogus": 1})
+    assert TrainConfig.from_dict({"lr": "7e-4"}).lr == 7e-4  # YAML 1.1 reads 7e-4 as a string
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig.from_dict({"val_fraction": 1.0})
+
+
+# --------------------------------------------------------------------------- CLI hooks
+
+
+def test_cli_hooks(reference, art, tmp_path):
+    import argparse
+
+    from facenet_evc.training.predict import (
+        add_baseline_arguments,
+        add_predict_arguments,
+        run_baseline_cli,
+        run_predict_cli,
+    )
+    from facenet_evc.training.trainer import add_train_arguments, run_train_cli
+
+    ref_out, _ = reference
+    (tmp_path / "train.yaml").write_text("lr: 1e-2\nmax_steps: 3\nval_every: 3\nckpt_every: 3\nval_fraction: 0.25\n"
+                                         "threads: 1\ndevice: cpu\nprogress: false\nbatch_size: 8\n")
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    args = p.parse_args(["--features", art["features"], "--topk", art["topk"], "--triplets", art["triplets"],
+                         "--lexicon-h5", art["lexicon_h5"], "--captions", art["trainval"], "--captions-seps", "comma",
+                         "--lexicon", art["lexicon_dir"], "--model-config", json.dumps(MODEL_CFG),
+                         "--train-config", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "cli_run")])
+    assert run_train_cli(args) == 0
+    assert json.loads((tmp_path / "cli_run" / "last" / "meta.json").read_text())["step"] == 3
+
+    p = argparse.ArgumentParser()
+    add_predict_arguments(p)
+    args = p.parse_args(["--checkpoint", str(ref_out / "last"), "--features", art["features"], "--topk", art["topk"],
+                         "--triplets", art["triplets"], "--captions", art["test"], "--out", str(tmp_path / "p.json"),
+                         "--num-beams", "2", "--device", "cpu"])
+    assert run_predict_cli(args) == 0
+    assert sorted(json.loads((tmp_path / "p.json").read_text())) == TEST
+
+    p = argparse.ArgumentParser()
+    add_baseline_arguments(p)
+    args = p.parse_args(["--topk", art["topk"], "--captions", art["test"], "--out", str(tmp_path / "b.json")])
+    assert run_baseline_cli(args) == 0
+    assert sorted(json.loads((tmp_path / "b.json").read_text())) == TEST
