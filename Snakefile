@@ -11,10 +11,22 @@ validate(config, "workflow/schemas/workflow.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/pipeline.smk"
+include: "rules/model.smk"
 include: "rules/evaluation.smk"
 
 
 rule all:
     input:
-        f"{RESULTS}/demo/bias_stats.json",
+        f"{RESULTS}/demo/metrics.json",
+        f"{RESULTS}/demo/baselines/retrieval/metrics.json",
         f"{RESULTS}/demo/baselines/human/metrics.json",
+        f"{RESULTS}/demo/bias_stats.json",
+
+
+rule artifacts:
+    """Every cached stage of a dataset (features, repository, top-K, triplets, lexicon)."""
+    input:
+        lambda w: [*artifacts(w).values(), f"{RESULTS}/{w.ds}/retrieval/repository.h5"],
+    output:
+        touch(f"{RESULTS}/{{ds}}/artifacts.done"),

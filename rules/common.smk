@@ -1,5 +1,7 @@
 # Shared helpers: the per-dataset configs, loaded and validated on first use.
 import functools
+import json
+import shlex
 
 from facenet_evc.config import load_dataset_config, require_paths
 

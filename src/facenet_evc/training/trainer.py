@@ -69,6 +69,7 @@ from facenet_evc.training.checkpoint import (
 from facenet_evc.training.config import TrainConfig
 from facenet_evc.training.data import (
     Collator,
+    artifact_dims,
     EVCDataset,
     load_artifacts,
     make_samples,
@@ -259,7 +260,9 @@ def train(
         out_dir: log, curves, ``last/``, ``best/``; resumed from ``last/`` when present.
         callback: called after every step with (step, log row), e.g. for external logging.
     """
-    cfg = FaceNetConfig.from_dict(model_cfg)
+    # sizes the artifacts fix (N, d_v, K, d_T, d_E) are taken from them unless given
+    dims = artifact_dims(features_h5, topk_h5, triplets_h5, lexicon_h5)
+    cfg = FaceNetConfig.from_dict({**dims, **dict(model_cfg)})
     tcfg = TrainConfig.from_dict(train_cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,12 +441,18 @@ def load_mapping(value: str | None, what: str) -> dict[str, Any]:
 
     if not value:
         return {}
-    if Path(value).is_file():
+    inline = value.lstrip().startswith("{")
+    if not inline and Path(value).is_file():
         return read_yaml(value)
     if value.strip().endswith((".json", ".yaml", ".yml")) and "{" not in value:
         raise FileNotFoundError(f"{what}: file {value} not found")
     try:
-        data = yaml.safe_load(value)  # YAML is a superset of JSON
+        # JSON first: YAML 1.1 reads JSON's "1e-06" as a string
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        data = None
+    try:
+        data = yaml.safe_load(value) if data is None else data
     except yaml.YAMLError as e:
         raise ValueError(f"{what}: neither an existing file nor valid inline JSON/YAML: {e}") from None
     if not isinstance(data, dict):

@@ -1,0 +1,99 @@
+# FACE-net training, prediction and the retrieval baseline (issue 03).
+
+
+def k_of(w):
+    return dataset(w.ds)["retrieval"]["k"]
+
+
+def artifacts(w):
+    """The cached inputs of training and prediction."""
+    base = f"{RESULTS}/{w.ds}"
+    return {
+        "features": f"{base}/features/clip_frames.h5",
+        "topk": f"{base}/retrieval/topk_k{k_of(w)}.h5",
+        "triplets": f"{base}/triplets/triplets.h5",
+        "lexicon_h5": f"{base}/emotion/lexicon.h5",
+    }
+
+
+rule train:
+    """Train FACE-net (eq. 10-32) on the cached artifacts; resumes from train/last after a kill."""
+    input:
+        unpack(artifacts),
+        captions=caption_files("trainval"),
+        lexicon=lexicon_dir,
+    output:
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        curves=f"{RESULTS}/{{ds}}/train/curves.png",
+    params:
+        out=f"{RESULTS}/{{ds}}/train",
+        seps=caption_seps("trainval"),
+        model=lambda w: shlex.quote(json.dumps(dataset(w.ds)["model"], sort_keys=True)),
+        train=lambda w: shlex.quote(json.dumps({**dataset(w.ds)["train"], "progress": False}, sort_keys=True)),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+    log:
+        f"{RESULTS}/{{ds}}/logs/train.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/train.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc train --features {input.features} --topk {input.topk} --triplets {input.triplets}"
+        " --lexicon-h5 {input.lexicon_h5} --captions {input.captions} --captions-seps {params.seps}"
+        " --lexicon {input.lexicon} --model-config {params.model} --train-config {params.train}"
+        " --out {params.out} > {log} 2>&1"
+
+
+rule predict:
+    """Caption the test videos with the best checkpoint: beam search, 5 beams, 15 tokens."""
+    input:
+        unpack(artifacts),
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        captions=caption_files("test"),
+    output:
+        f"{RESULTS}/{{ds}}/predictions.json",
+    params:
+        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        seps=caption_seps("test"),
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+    log:
+        f"{RESULTS}/{{ds}}/logs/predict.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/predict.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc predict --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
+        " --triplets {input.triplets} --captions {input.captions} --captions-seps {params.seps}"
+        " --num-beams {params.beams} --max-len {params.max_len} --device {params.device} --threads {threads}"
+        " --out {output} > {log} 2>&1"
+
+
+rule retrieval_baseline:
+    """Baseline: each test video's top-1 retrieved caption as its prediction."""
+    input:
+        topk=lambda w: artifacts(w)["topk"],
+        captions=caption_files("test"),
+    output:
+        f"{RESULTS}/{{ds}}/baselines/retrieval/predictions.json",
+    params:
+        seps=caption_seps("test"),
+        max_len=max_caption_len,
+    log:
+        f"{RESULTS}/{{ds}}/logs/retrieval_baseline.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/retrieval_baseline.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc retrieval-baseline --topk {input.topk} --captions {input.captions} --captions-seps {params.seps}"
+        " --max-len {params.max_len} --out {output} > {log} 2>&1"
