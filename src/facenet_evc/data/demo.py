@@ -134,7 +134,9 @@ FAST_WORDS = ["quickly", "rapidly", "fast"]
 
 BIAS_CLASSES = ["emotional", "neutral", "factual"]
 # Share of a video's captions that carry emotion words, and of those the share with two.
-BIAS_SHARE = {"emotional": (0.75, 1.0), "neutral": (0.35, 0.65), "factual": (0.0, 0.2)}
+# Most captions carry an emotion word, as in EmVidCap (the human agreement baseline on
+# EVC-MSVD has Acc_sw 0.84), while factual-bias videos still have mostly factual captions.
+BIAS_SHARE = {"emotional": (0.85, 1.0), "neutral": (0.55, 0.8), "factual": (0.2, 0.45)}
 BIAS_TWO_WORDS = {"emotional": 0.4, "neutral": 0.15, "factual": 0.0}
 
 # --------------------------------------------------------------------------------------
