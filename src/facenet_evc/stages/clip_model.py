@@ -60,7 +60,8 @@ def _looks_like_path(pretrained: str) -> bool:
 def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """``open_clip.create_model_and_transforms(name, pretrained)``'s model, in eval mode.
 
-    ``pretrained=None`` gives a randomly initialised model (the demo's starting point).
+    ``pretrained=None`` (or the strings ``"none"`` / ``""``, as a command line or a config
+    passes it) gives a randomly initialised model (the demo's starting point).
     A ``pretrained`` that looks like a file path but does not exist raises
     :class:`FileNotFoundError` naming it (open_clip would report an unknown tag instead).
     """
@@ -69,6 +70,8 @@ def create_clip(name: str, pretrained: str | None = None, device: str | torch.de
     register_package_configs()
     if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
         raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(open_clip.list_models()[:8])}, ...")
+    if pretrained is not None and str(pretrained).strip().lower() in ("", "none", "null"):
+        pretrained = None
     if pretrained is not None:
         pretrained = str(pretrained)
         if _looks_like_path(pretrained) and not os.path.isfile(pretrained):
@@ -154,6 +157,8 @@ def encode_images(model: nn.Module, frames: np.ndarray, batch_size: int | None =
     out = []
     for i in range(0, len(frames), step):
         x = frames_to_tensor(frames[i : i + step], mean, std, device)  # (b, 3, S, S)
+        # NHWC input lets oneDNN pick its faster convolution kernels (same values, other layout).
+        x = x.contiguous(memory_format=torch.channels_last)
         out.append(model.encode_image(x).float().cpu())  # (b, d)
     if not out:
         return np.zeros((0, embed_dim(model)), dtype=np.float32)
