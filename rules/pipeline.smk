@@ -69,6 +69,7 @@ def feature_inputs(w):
 
 
 def feature_command(w, input, output, threads):
+    output = output[0]
     ds = dataset(w.ds)
     f = ds["features"]
     captions = " ".join(input.captions)
@@ -90,8 +91,8 @@ rule clip_features:
     output:
         f"{RESULTS}/{{ds}}/features/clip_frames.h5",
     params:
-        features=lambda w: dataset(w.ds)["features"],
-        clip=lambda w: dataset(w.ds)["clip"],
+        # the whole command is a param, so a change of any feature setting re-runs the rule
+        cmd=feature_command,
     threads: 2
     resources:
         mem_mb=4000,
@@ -102,8 +103,8 @@ rule clip_features:
         f"{RESULTS}/{{ds}}/benchmarks/clip_features.tsv"
     conda:
         "../envs/pipeline.yaml"
-    run:
-        shell(feature_command(wildcards, input, output[0], threads) + " > {log} 2>&1")
+    shell:
+        "{params.cmd} > {log} 2>&1"
 
 
 rule repository:
