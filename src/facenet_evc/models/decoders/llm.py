@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,6 +140,17 @@ class HFDecoder(CaptionDecoder):
         return [i for i in seq if i not in self._special_ids]
 
 
+def _load_with_lora(auto_cls: Any, name_or_path: str, dtype: str | torch.dtype | None, lora_r: int,
+                    lora_alpha: float, lora_dropout: float, target_modules: list[str]) -> tuple[Any, Any, Any]:
+    """``(lm, lm with a LoRA adapter, tokenizer)`` loaded with ``from_pretrained(name_or_path)``."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    kwargs = {"dtype": _resolve_dtype(dtype)} if dtype is not None else {}
+    lm = auto_cls.from_pretrained(name_or_path, **kwargs)
+    return lm, attach_lora(lm, lora_r, lora_alpha, lora_dropout, target_modules), tokenizer
+
+
 class T5Decoder(HFDecoder):
     """FLAN-T5 (any ``AutoModelForSeq2SeqLM``) frozen, with LoRA on the attention projections.
 
@@ -174,12 +186,10 @@ class T5Decoder(HFDecoder):
         dtype: str | torch.dtype | None = None,
         max_target_tokens: int = 32,
     ) -> None:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        kwargs = {"dtype": _resolve_dtype(dtype)} if dtype is not None else {}
-        lm = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
-        peft_model = attach_lora(lm, lora_r, lora_alpha, lora_dropout, target_modules or ["q", "v"])
+        lm, peft_model, tokenizer = _load_with_lora(AutoModelForSeq2SeqLM, name_or_path, dtype, lora_r, lora_alpha,
+                                                    lora_dropout, target_modules or ["q", "v"])
         super().__init__(peft_model, tokenizer, max_target_tokens)
         self.d_model = lm.get_input_embeddings().embedding_dim
 
@@ -243,12 +253,10 @@ class OPTDecoder(HFDecoder):
         dtype: str | torch.dtype | None = None,
         max_target_tokens: int = 32,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        kwargs = {"dtype": _resolve_dtype(dtype)} if dtype is not None else {}
-        lm = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        peft_model = attach_lora(lm, lora_r, lora_alpha, lora_dropout, target_modules or ["q_proj", "v_proj"])
+        lm, peft_model, tokenizer = _load_with_lora(AutoModelForCausalLM, name_or_path, dtype, lora_r, lora_alpha,
+                                                    lora_dropout, target_modules or ["q_proj", "v_proj"])
         super().__init__(peft_model, tokenizer, max_target_tokens)
         # OPT's tokenizer uses </s> as BOS too; a tokenizer without BOS starts from EOS likewise
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
