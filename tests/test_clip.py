@@ -310,3 +310,16 @@ def test_import_epan_features_bad_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"key 'vid3'.*width 5"):
         import_epan_features([tmp_path / "bad.h5"], ["vid1", "vid3"], tmp_path / "o.h5")
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_train_demo_clip_time_budget(demo: Path, tmp_path: Path) -> None:
+    """Without max_steps the clock binds: the run ends at max_seconds with the schedule annealed."""
+    s = train_demo_clip(
+        demo / "videos", demo / "captions" / "EmVideo_trainval_captions.csv",
+        demo / "captions" / "EmVideo_test_captions.csv", tmp_path / "t.pt", threads=1, max_seconds=1.5,
+        batch_size=8, n_frames=8, frames_per_clip=2, temporal_head=False, progress=False,
+    )
+    assert s["stopped_by"] == "time" and s["time_limited"] and s["steps"] >= 1
+    assert s["train_s"] < 1.5 * 1.25 + 1.0
+    assert s["temporal_head"] is None and not temporal_head_path(tmp_path / "t.pt").exists()
+    assert set(s["recall"]["test"]) == {"mean_pool"}

@@ -15,11 +15,14 @@ mean pooling alone cannot tell "moves left" from "moves right" or "grows" from "
 The head is saved beside the checkpoint (``<stem>.temporal.pt``) and used by
 :func:`facenet_evc.stages.clip_features.extract_features` to write ``video_embed``.
 
-Determinism: with a fixed seed, the same number of steps gives the same weights. The
-step count is planned from ``epochs`` and, if that would not fit in ``max_seconds``, from
-the measured speed of the first steps; the sidecar records it, and ``max_steps=<that>``
-reproduces a run exactly on any machine. If the machine slows down, training stops at
-``1.25 × max_seconds`` regardless (recorded as ``stopped_by: "time"``).
+Schedule and determinism: linear warm-up, then cosine decay over the run's progress, which
+is ``step / planned_steps`` (``planned_steps`` from ``max_steps``, else ``epochs``) or, once
+the clock runs ahead of it, ``elapsed / max_seconds``. A run whose budget is the step count
+is fully deterministic for a seed (the tests rely on it). A time-limited run
+(``time_limited: true`` in the sidecar) still decays the learning rate to zero exactly at
+``max_seconds`` however busy the machine is, but its step count and schedule depend on the
+machine's speed, so it is not reproducible bit for bit. ``max_steps`` ignores the clock
+until ``1.25 × max_seconds``, a safety stop.
 """
 from __future__ import annotations
 
@@ -29,14 +32,18 @@ import logging
 import math
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from tqdm import tqdm
 
 from facenet_evc.data.emvidcap import captions_by_video, read_captions
 from facenet_evc.io import atomic_path, file_sha256, write_json
@@ -46,6 +53,7 @@ from facenet_evc.stages.clip_model import (
     TemporalHead,
     create_clip,
     embed_dim,
+    encode_text,
     frames_to_tensor,
     image_mean_std,
     preprocess_size,
@@ -56,8 +64,12 @@ from facenet_evc.stages.clip_model import (
 log = logging.getLogger(__name__)
 
 RECALL_KS = (1, 4)
-HARD_STOP_FACTOR = 1.25
-_CALIBRATION_STEPS = 8  # steps timed (after 2 warm-up steps) to plan a time-limited run
+# Defaults measured on the 300-video demo (2 cores): 64 videos x 2 frames per step beat
+# 32 x 4 and 128 x 2 at equal compute; lr 2e-3 beat 1e-3 and 5e-3.
+DEFAULT_BATCH = 64
+DEFAULT_FRAMES_PER_CLIP = 2
+DEFAULT_LR = 2e-3
+HARD_STOP_FACTOR = 1.25  # with max_steps, stop anyway at this multiple of max_seconds
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -115,6 +127,7 @@ def encode_video_frames(model: torch.nn.Module, frames: np.ndarray, batch_videos
     out = []
     for i in range(0, n, batch_videos):
         x = frames_to_tensor(frames[i : i + batch_videos].reshape(-1, *frames.shape[2:]), mean, std)  # (b·N, 3, S, S)
+        x = x.contiguous(memory_format=torch.channels_last)
         out.append(model.encode_image(x).reshape(-1, nf, embed_dim(model)))  # (b, N, d)
     return torch.cat(out)
 
@@ -124,8 +137,6 @@ def evaluate_split(
     vids: Sequence[str], caps: dict[str, list[str]],
 ) -> dict[str, dict[str, float]]:
     """Recall of a split with the plain mean v̂ (eq. 3) and, if any, the temporal head's embedding."""
-    from facenet_evc.stages.clip_model import encode_text
-
     texts, text_video = [], []
     for j, vid in enumerate(vids):
         texts += caps[vid]
@@ -149,24 +160,8 @@ def _clip_indices(rng: np.random.Generator, n_frames: int, k: int, b: int) -> np
     return np.minimum(pos.astype(np.int64), n_frames - 1)
 
 
-def _shift_clips(x: torch.Tensor, shifts: np.ndarray) -> torch.Tensor:
-    """Translate each clip ``(B, k, 3, S, S)`` by its own ``(dy, dx)`` pixels, edges replicated.
-
-    One shift for all frames of a clip: the object's motion between frames, which captions
-    describe ("moves to the left"), is unchanged; only where the scene sits in the frame is.
-    Colours are never altered, since captions name them and mood cues live in them.
-    """
-    b, k, c, h, w = x.shape
-    p = int(np.abs(shifts).max()) if shifts.size else 0
-    if p == 0:
-        return x
-    padded = F.pad(x.reshape(b, k * c, h, w), (p, p, p, p), mode="replicate")  # (B, k·3, S+2p, S+2p)
-    out = torch.stack([padded[i, :, p + dy : p + dy + h, p + dx : p + dx + w] for i, (dy, dx) in enumerate(shifts)])
-    return out.reshape(b, k, c, h, w)
-
-
 def _param_groups(model: torch.nn.Module, head: TemporalHead | None, weight_decay: float) -> list[dict[str, Any]]:
-    # open_clip's rule: no weight decay on gains, biases, norms, embeddings tables of size 1-D and logit_scale.
+    # open_clip's rule: no weight decay on 1-D tensors (gains, biases), norms and logit_scale.
     decay, no_decay = [], []
     params = list(model.named_parameters()) + ([("head." + n, p) for n, p in head.named_parameters()] if head else [])
     for name, p in params:
@@ -179,13 +174,44 @@ def _param_groups(model: torch.nn.Module, head: TemporalHead | None, weight_deca
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
-    # Linear warm-up that does not depend on `total`, so the timed calibration steps are the
-    # same whatever step count is planned afterwards; cosine decay to 0 over the rest.
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    span = max(1, total - warmup)
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+class FreeCores:
+    """Cores left free by *other* processes: busy time in ``/proc/stat`` minus this process's own.
+
+    Training with more threads than free cores is not a little slower but many times slower
+    (OpenMP threads wait on each other at every barrier while one of them is descheduled:
+    2 threads were 3-10x slower than 1 on this project's 2-core machines while another job
+    ran), so time-limited runs follow this estimate. Returns None where ``/proc/stat`` is
+    unavailable (not Linux).
+    """
+
+    def __init__(self) -> None:
+        self.ncpu = os.cpu_count() or 1
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [float(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return time.monotonic(), (sum(fields) - idle) / self.hz, ru.ru_utime + ru.ru_stime
+
+    def free(self) -> float | None:
+        """Free cores averaged since the previous call (or construction)."""
+        now = self._sample()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        others = ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])  # cores busy elsewhere
+        return max(0.0, self.ncpu - max(0.0, others))
+
+
+def _lr_at(step: int, frac: float, base_lr: float, warmup: int) -> float:
+    """Linear warm-up over the first ``warmup`` steps times a cosine decay over the run's progress ``frac`` in [0, 1]."""
+    return base_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
 
 
 def _load_split(videos_dir: Path, csv: str | os.PathLike) -> tuple[list[str], dict[str, list[str]], dict[str, Path]]:
@@ -205,15 +231,15 @@ def train_demo_clip(
     model_name: str = DEMO_MODEL,
     epochs: int = 1000,
     max_steps: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH,
     n_frames: int = 16,
-    frames_per_clip: int = 2,
-    lr: float = 2e-3,
+    frames_per_clip: int = DEFAULT_FRAMES_PER_CLIP,
+    lr: float = DEFAULT_LR,
     weight_decay: float = 0.1,
     warmup_steps: int = 20,
     temporal_head: bool = True,
-    head_hidden: int = 128,
-    shift_px: int = 0,
+    head_hidden: int = 0,
+    adapt_threads: bool = True,
     num_workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -231,19 +257,19 @@ def train_demo_clip(
             ``open_clip.create_model_and_transforms(model_name, pretrained=out_ckpt)`` loads it.
             The sidecar goes to ``out_ckpt`` with suffix ``.json``, the head to ``<stem>.temporal.pt``.
         threads: torch intra-op threads (more than the free cores makes training far slower).
+        adapt_threads: in a time-limited run (no ``max_steps``), lower the thread count while
+            other processes occupy cores (:class:`FreeCores`), checked every 2 s.
         max_seconds: training time budget (decoding and evaluation not included).
         seed: seeds model init, batch order, caption and frame choice.
         epochs: upper bound on passes over the trainval videos.
-        max_steps: run exactly this many steps (ignores ``epochs``; ``max_seconds`` still
-            hard-stops at 1.25×): use the ``steps`` of an earlier sidecar to reproduce it.
+        max_steps: run exactly this many steps on a step-based schedule (ignores ``epochs``;
+            ``max_seconds`` only hard-stops it at 1.25×): deterministic.
         frames_per_clip: frames per video per training step (of the ``n_frames`` decoded).
         temporal_head / head_hidden: train the order-aware pooling (hidden 0: one linear layer).
 
     Returns:
         The sidecar's content (training stats and test/trainval recall@1/@4).
     """
-    from open_clip.loss import ClipLoss
-
     t_start = time.perf_counter()
     out_ckpt = Path(out_ckpt)
     if max_seconds <= 0:
@@ -266,8 +292,6 @@ def train_demo_clip(
         model = create_clip(model_name, None)  # random init, seeded
         # NHWC convolutions are about 1.7x faster for the ResNet tower on CPU (oneDNN).
         model = model.to(memory_format=torch.channels_last)
-        import open_clip
-
         tokenizer = open_clip.get_tokenizer(model_name)
         size = preprocess_size(model)
         mean, std = image_mean_std(model)
@@ -294,8 +318,8 @@ def train_demo_clip(
         rng = np.random.default_rng(seed)
         steps_per_epoch = len(tr_vids) // bs
         planned = max_steps if max_steps is not None else epochs * steps_per_epoch
-        total = planned
         stopped_by = "steps" if max_steps is not None else "epochs"
+        time_limited = False
         losses: list[tuple[int, float]] = []
         order = np.zeros(0, dtype=np.int64)
         pos = 0
@@ -303,27 +327,33 @@ def train_demo_clip(
         if head is not None:
             head.train()
         t_train = time.perf_counter()
-        t_calib = None
         step = 0
         last_loss = float("nan")
-        from tqdm import tqdm
-
-        bar = tqdm(total=None, unit="step", desc="clip pretrain", disable=not progress, file=sys.stderr)
-        while step < total:
+        bar = tqdm(total=planned, unit="step", desc="clip pretrain", disable=not progress, file=sys.stderr)
+        # Only a clock-bound run adapts its thread count: a step-bound run must stay deterministic.
+        governor = FreeCores() if (adapt_threads and max_steps is None and threads > 1) else None
+        n_threads = int(threads)
+        threads_used: dict[int, int] = {}
+        t_probe = time.perf_counter()
+        while step < planned:
+            if governor is not None and time.perf_counter() - t_probe >= 2.0:
+                free = governor.free()
+                t_probe = time.perf_counter()
+                if free is not None:
+                    want = max(1, min(int(threads), int(free + 0.25)))
+                    if want != n_threads:
+                        n_threads = want
+                        torch.set_num_threads(n_threads)
+            threads_used[n_threads] = threads_used.get(n_threads, 0) + 1
             elapsed = time.perf_counter() - t_train
-            if elapsed > HARD_STOP_FACTOR * max_seconds:
+            frac = step / planned
+            if max_steps is None and elapsed / max_seconds > frac:
+                # The clock, not the step count, is the binding budget: schedule by it.
+                frac = elapsed / max_seconds
+                time_limited = True
+            if frac >= 1.0 or elapsed > HARD_STOP_FACTOR * max_seconds:
                 stopped_by = "time"
                 break
-            if step == 2:
-                t_calib = time.perf_counter()
-            if step == 2 + _CALIBRATION_STEPS and max_steps is None and t_calib is not None:
-                per_step = (time.perf_counter() - t_calib) / _CALIBRATION_STEPS
-                fit = step + int((max_seconds - (time.perf_counter() - t_train)) / per_step)
-                if fit < total:
-                    total = max(step + 1, fit)
-                    stopped_by = "time_budget"
-                bar.total = total
-                bar.refresh()
             if pos + bs > len(order):
                 order = rng.permutation(len(tr_vids))
                 pos = 0
@@ -333,13 +363,10 @@ def train_demo_clip(
             fidx = _clip_indices(rng, n_frames, frames_per_clip, bs)  # (B, k)
             clip = tr_frames[vids_idx[:, None], fidx]  # (B, k, S, S, 3)
             x = frames_to_tensor(clip.reshape(-1, size, size, 3), mean, std)  # (B·k, 3, S, S)
-            if shift_px > 0:
-                shifts = rng.integers(-shift_px, shift_px + 1, size=(bs, 2))  # (B, 2)
-                x = _shift_clips(x.reshape(bs, frames_per_clip, 3, size, size), shifts).reshape(-1, 3, size, size)
             x = x.contiguous(memory_format=torch.channels_last)
 
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, lr, warmup_steps, total)
+                g["lr"] = _lr_at(step, frac, lr, warmup_steps)
             img = model.encode_image(x).reshape(bs, frames_per_clip, d)  # (B, k, d)
             vid_emb = head(img) if head is not None else img.mean(dim=1)  # (B, d)
             txt = model.encode_text(tokens[torch.from_numpy(cap_idx)])  # (B, d)
@@ -390,16 +417,17 @@ def train_demo_clip(
             "head_hidden": head_hidden if head is not None else None,
             "seed": seed,
             "threads": threads,
+            "threads_used": {str(k): v for k, v in sorted(threads_used.items())},
             "steps": step,
             "planned_steps": planned,
             "stopped_by": stopped_by,
+            "time_limited": time_limited,
             "epochs_completed": round(step * bs / len(tr_vids), 2),
             "batch_size": bs,
             "n_frames": n_frames,
             "frames_per_clip": frames_per_clip,
             "lr": lr,
             "weight_decay": weight_decay,
-            "shift_px": shift_px,
             "warmup_steps": warmup_steps,
             "max_seconds": max_seconds,
             "n_trainval_videos": len(tr_vids),
@@ -465,11 +493,14 @@ def add_clip_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads; at most the free cores (default: %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="training time budget (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=1000, help="upper bound on epochs (default: %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=None, help="exact step count (reproduces a sidecar's 'steps')")
+    parser.add_argument("--max-steps", type=int, default=None, help="train exactly this many steps (deterministic; default: time/epoch budget)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="videos per step (default: %(default)s)")
-    parser.add_argument("--frames-per-clip", type=int, default=4, help="frames per video per step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="videos per step (default: %(default)s)")
+    parser.add_argument("--frames-per-clip", type=int, default=DEFAULT_FRAMES_PER_CLIP,
+                        help="frames per video per step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--no-adapt-threads", action="store_true",
+                        help="keep --threads even while other processes occupy cores")
     parser.add_argument("--no-temporal-head", action="store_true", help="train with plain mean pooling (eq. 3) only")
 
 
@@ -479,7 +510,7 @@ def run_clip_pretrain_cli(args: argparse.Namespace) -> int:
         args.videos, args.trainval, args.test, args.out, threads=args.threads, max_seconds=args.max_seconds,
         seed=args.seed, model_name=args.model, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, frames_per_clip=args.frames_per_clip, lr=args.lr,
-        temporal_head=not args.no_temporal_head,
+        temporal_head=not args.no_temporal_head, adapt_threads=not args.no_adapt_threads,
     )
     brief = {k: summary[k] for k in ("steps", "stopped_by", "train_s", "final_loss")}
     brief["recall_test"] = summary["recall"]["test"]
