@@ -49,9 +49,9 @@ def detect_separator(path: str | Path) -> str:
     """Return ``","`` or ``"\\t"`` from the header line, or raise naming the file and line 1."""
     path = Path(path)
     header = _first_line(path)
-    for sep in (",", "\t"):
-        if header.split(sep) == list(HEADER):
-            return sep
+    sep = detect_separator_or_none(header)
+    if sep is not None:
+        return sep
     raise CaptionFileError(
         f"{path}:1: header {header!r} is not an EmVidCap header "
         f"(expected 'VideoID,EmCaptions' or 'VideoID<TAB>EmCaptions')"
