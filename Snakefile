@@ -14,6 +14,7 @@ include: "rules/data.smk"
 include: "rules/pipeline.smk"
 include: "rules/model.smk"
 include: "rules/evaluation.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

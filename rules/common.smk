@@ -23,6 +23,7 @@ def dataset(name):
         raise ValueError(f"{cfg['_source']}: name: {cfg['name']!r} but it is listed as {name!r} in config/config.yaml")
     if not cfg["data"].get("demo"):
         require_paths(cfg, ["data.captions", "data.lexicon", "data.msvd"])
+    require_paths(cfg, ["retrieval.extra_captions"])
     return cfg
 
 

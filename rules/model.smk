@@ -78,6 +78,35 @@ rule predict:
         " --out {output} > {log} 2>&1"
 
 
+rule export:
+    """The best checkpoint with everything `facenet-evc caption` needs for new videos, in one folder."""
+    input:
+        unpack(artifacts),
+        repository=f"{RESULTS}/{{ds}}/retrieval/repository.h5",
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        clip=clip_checkpoint,
+    output:
+        f"{RESULTS}/{{ds}}/export/manifest.json",
+    params:
+        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        out=f"{RESULTS}/{{ds}}/export",
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    log:
+        f"{RESULTS}/{{ds}}/logs/export.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/export.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc export --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
+        " --repository {input.repository} --triplets {input.triplets} --lexicon-h5 {input.lexicon_h5}"
+        " --num-beams {params.beams} --max-len {params.max_len} --out {params.out} > {log} 2>&1"
+
+
 rule retrieval_baseline:
     """Baseline: each test video's top-1 retrieved caption as its prediction."""
     input:

@@ -22,12 +22,50 @@ def videos_dir(w):
     return ds["features"]["videos"]
 
 
+def pretrain_pool(w):
+    """Videos generated for CLIP pretraining only (clip.pretrain.pool_videos), or None."""
+    pre = dataset(w.ds)["clip"]["pretrain"]
+    return pre if pre and pre["pool_videos"] else None
+
+
+def pretrain_inputs(w):
+    """What the demo CLIP trains on: the separate pool when configured, else the trainval split."""
+    ins = {"test_videos": videos_dir(w), "test": caption_files("test")(w)}
+    if pretrain_pool(w):
+        pool = f"{RESULTS}/{w.ds}/clip/pool"
+        return {**ins, "videos": f"{pool}/videos", "trainval": [f"{pool}/captions/EmVideo_trainval_captions.csv"]}
+    return {**ins, "videos": videos_dir(w), "trainval": caption_files("trainval")(w)}
+
+
+rule clip_pool:
+    """Generate the demo CLIP's pretraining videos: same generator, another seed, no test split.
+
+    A real CLIP is pretrained on other data than the captioning videos; a demo CLIP trained on
+    the trainval videos themselves memorises them, so its features are cleaner on the training
+    videos than on the test videos and the captioner learns on a distribution it never meets.
+    """
+    output:
+        trainval=f"{RESULTS}/{{ds}}/clip/pool/captions/EmVideo_trainval_captions.csv",
+        videos=directory(f"{RESULTS}/{{ds}}/clip/pool/videos"),
+    params:
+        out=f"{RESULTS}/{{ds}}/clip/pool",
+        n_videos=lambda w: pretrain_pool(w)["pool_videos"],
+        seed=lambda w: pretrain_pool(w)["pool_seed"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/clip_pool.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/clip_pool.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc make-demo --out {params.out} --n-videos {params.n_videos} --seed {params.seed}"
+        " --test-fraction 0 > {log} 2>&1"
+
+
 rule clip_pretrain:
-    """Train the small demo CLIP contrastively on the trainval videos (no weights can be downloaded)."""
+    """Train the small demo CLIP contrastively (no weights can be downloaded); recall is reported on the test split."""
     input:
-        videos=videos_dir,
-        trainval=caption_files("trainval"),
-        test=caption_files("test"),
+        unpack(pretrain_inputs),
     output:
         ckpt=f"{RESULTS}/{{ds}}/clip/clip.pt",
         sidecar=f"{RESULTS}/{{ds}}/clip/clip.json",
@@ -52,40 +90,63 @@ rule clip_pretrain:
         "../envs/pipeline.yaml"
     shell:
         "facenet-evc clip-pretrain --videos {input.videos} --trainval {input.trainval[0]} --test {input.test[0]}"
-        " --model {params.model} --threads {threads} {params.opts} --out {output.ckpt} > {log} 2>&1"
+        " --test-videos {input.test_videos} --model {params.model} --threads {threads} {params.opts}"
+        " --out {output.ckpt} > {log} 2>&1"
+
+
+def feature_shards(w):
+    """features.shards: extraction from videos split over this many jobs (EPAN import is one job)."""
+    ds = dataset(w.ds)
+    return ds["features"]["shards"] if ds["features"]["source"] == "videos" else 1
+
+
+def extract_inputs(w):
+    return {"captions": caption_files("trainval")(w) + caption_files("test")(w), "videos": videos_dir(w),
+            "clip": clip_checkpoint(w)}
 
 
 def feature_inputs(w):
     ds = dataset(w.ds)
-    ins = {"captions": caption_files("trainval")(w) + caption_files("test")(w)}
+    n = feature_shards(w)
     if ds["features"]["source"] == "epan":
         if not ds["features"]["epan"]:
             raise ValueError(f"{ds['_source']}: features.epan: source is 'epan' but no files are given")
-        ins["epan"] = ds["features"]["epan"]["files"]
-    else:
-        ins["videos"] = videos_dir(w)
-        ins["clip"] = clip_checkpoint(w)
-    return ins
+        return {"captions": caption_files("trainval")(w) + caption_files("test")(w),
+                "epan": ds["features"]["epan"]["files"]}
+    if n > 1:
+        return {"captions": caption_files("trainval")(w) + caption_files("test")(w),
+                "shards": [f"{RESULTS}/{w.ds}/features/shards/clip_frames.{i}-of-{n}.h5" for i in range(n)]}
+    return extract_inputs(w)
+
+
+def extract_command(w, input, output, threads, shard=""):
+    f = dataset(w.ds)["features"]
+    tubelet = f" --tubelet {' '.join(map(str, f['tubelet']))}" if f["tubelet"] else ""
+    return (f"facenet-evc extract-features --videos {input.videos} --captions {' '.join(input.captions)}"
+            f" {clip_args(w)} --n-frames {f['n_frames']} --batch-size {f['batch_size']}"
+            f" --num-workers {f['num_workers']} --threads {threads}{tubelet}{shard} --out {output[0]}")
 
 
 def feature_command(w, input, output, threads):
-    output = output[0]
-    ds = dataset(w.ds)
-    f = ds["features"]
+    f = dataset(w.ds)["features"]
     captions = " ".join(input.captions)
     if f["source"] == "epan":
         prefixes = f["epan"].get("prefixes")
         pre = f" --vid-prefix {' '.join(p or 'none' for p in prefixes)}" if prefixes else ""
         return (f"facenet-evc import-features --epan-h5 {' '.join(input.epan)}{pre} --captions {captions}"
-                f" --n-frames {f['n_frames']} --out {output}")
-    tubelet = f" --tubelet {' '.join(map(str, f['tubelet']))}" if f["tubelet"] else ""
-    return (f"facenet-evc extract-features --videos {input.videos} --captions {captions} {clip_args(w)}"
-            f" --n-frames {f['n_frames']} --batch-size {f['batch_size']} --num-workers {f['num_workers']}"
-            f" --threads {threads}{tubelet} --out {output}")
+                f" --n-frames {f['n_frames']} --out {output[0]}")
+    if feature_shards(w) > 1:
+        return f"facenet-evc merge-features --shards {' '.join(input.shards)} --captions {captions} --out {output[0]}"
+    return extract_command(w, input, output, threads)
+
+
+def feature_gpus(w):
+    return 1 if dataset(w.ds)["clip"]["device"].startswith("cuda") else 0
 
 
 rule clip_features:
-    """N frames per video through CLIP's image encoder (eq. 1, 3), or EPAN features imported."""
+    """N frames per video through CLIP's image encoder (eq. 1, 3), or EPAN features imported; with
+    features.shards > 1, the gather step: the shards merged into the file one job would write."""
     input:
         unpack(feature_inputs),
     output:
@@ -93,10 +154,10 @@ rule clip_features:
     params:
         # the whole command is a param, so a change of any feature setting re-runs the rule
         cmd=feature_command,
-    threads: 2
+    threads: lambda w: 1 if feature_shards(w) > 1 else 2
     resources:
         mem_mb=4000,
-        gpu=lambda w: 1 if dataset(w.ds)["clip"]["device"].startswith("cuda") else 0,
+        gpu=lambda w: 0 if feature_shards(w) > 1 else feature_gpus(w),
     log:
         f"{RESULTS}/{{ds}}/logs/clip_features.log",
     benchmark:
@@ -107,16 +168,61 @@ rule clip_features:
         "{params.cmd} > {log} 2>&1"
 
 
+rule clip_features_shard:
+    """The scatter step of features.shards > 1: shard i of n (whole batches of the videos in caption
+    order), a job of its own, e.g. one GPU each on SLURM. Deleted once merged."""
+    input:
+        unpack(extract_inputs),
+    output:
+        temp(f"{RESULTS}/{{ds}}/features/shards/clip_frames.{{i}}-of-{{n}}.h5"),
+    wildcard_constraints:
+        i="[0-9]+",
+        n="[0-9]+",
+    params:
+        cmd=lambda w, input, output, threads: extract_command(w, input, output, threads, f" --shard {w.i}/{w.n}"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=feature_gpus,
+    log:
+        f"{RESULTS}/{{ds}}/logs/clip_features.{{i}}-of-{{n}}.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/clip_features.{{i}}-of-{{n}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+def extra_captions(w):
+    """retrieval.extra_captions: external corpora appended to the repository."""
+    return dataset(w.ds)["retrieval"]["extra_captions"]
+
+
+def extra_caption_args(w):
+    """The corpora and, so that no copy of a reference slips in without a video id, the test split."""
+    extra = extra_captions(w)
+    if not extra:
+        return ""
+    return (" --extra-captions " + " ".join(shlex.quote(c["path"]) for c in extra)
+            + " --extra-columns " + " ".join(shlex.quote(c["column"] or "none") for c in extra)
+            + " --extra-seps " + " ".join(SEP_NAMES[c.get("sep")] for c in extra)
+            + " --exclude " + " ".join(caption_files("test")(w)) + " --exclude-seps " + caption_seps("test")(w))
+
+
 rule repository:
-    """CLIP text embeddings of the training captions, the retrieval repository (eq. 4)."""
+    """CLIP text embeddings of the training captions and any external corpora, the retrieval repository (eq. 4)."""
     input:
         captions=caption_files("trainval"),
         clip=clip_checkpoint,
+        extra=lambda w: [c["path"] for c in extra_captions(w)],
+        exclude=lambda w: caption_files("test")(w) if extra_captions(w) else [],
     output:
         f"{RESULTS}/{{ds}}/retrieval/repository.h5",
     params:
         seps=caption_seps("trainval"),
         clip=clip_args,
+        extra=extra_caption_args,
     threads: 2
     resources:
         mem_mb=4000,
@@ -128,7 +234,7 @@ rule repository:
         "../envs/pipeline.yaml"
     shell:
         "facenet-evc build-repository --captions {input.captions} --captions-seps {params.seps} {params.clip}"
-        " --out {output} > {log} 2>&1"
+        "{params.extra} --out {output} > {log} 2>&1"
 
 
 rule retrieval:
@@ -160,11 +266,23 @@ rule retrieval:
         " --out {output} > {log} 2>&1"
 
 
+def triplet_topk(w):
+    """[] (triplets of every caption) or the top-K file whose retrieved captions alone get triplets."""
+    from facenet_evc.stages.repository import triplet_scope
+
+    ds = dataset(w.ds)
+    if triplet_scope(ds["triplets"]["scope"], ds["retrieval"]["extra_captions"]) == "retrieved":
+        return [f"{RESULTS}/{w.ds}/retrieval/topk_k{ds['retrieval']['k']}.h5"]
+    return []
+
+
 rule triplets:
-    """One S-P-O triplet per repository caption (spaCy parse) and CLIP embeddings of its parts (eq. 7-9)."""
+    """One S-P-O triplet per repository caption, or per retrieved caption of a large repository (spaCy
+    parse), and CLIP embeddings of its parts (eq. 7-9)."""
     input:
         repository=f"{RESULTS}/{{ds}}/retrieval/repository.h5",
         clip=clip_checkpoint,
+        topk=triplet_topk,
     output:
         f"{RESULTS}/{{ds}}/triplets/triplets.h5",
     params:
@@ -172,6 +290,7 @@ rule triplets:
         extractor=lambda w: dataset(w.ds)["triplets"]["extractor"],
         pipeline=lambda w: dataset(w.ds)["triplets"]["pipeline"],
         prompt=lambda w: shlex.quote(dataset(w.ds)["triplets"]["prompt"]),
+        topk=lambda w, input: f" --topk {' '.join(input.topk)}" if input.topk else "",
     threads: 1
     resources:
         mem_mb=4000,
@@ -183,7 +302,7 @@ rule triplets:
         "../envs/pipeline.yaml"
     shell:
         "facenet-evc embed-triplets --repository {input.repository} {params.clip} --extractor {params.extractor}"
-        " --pipeline {params.pipeline} --prompt {params.prompt} --out {output} > {log} 2>&1"
+        " --pipeline {params.pipeline} --prompt {params.prompt}{params.topk} --out {output} > {log} 2>&1"
 
 
 rule lexicon_embeddings:

@@ -156,6 +156,25 @@ def test_beam_batched_equals_per_sample() -> None:
     assert all(len(s) <= 6 and 0 not in s and 1 not in s for s in batched)
 
 
+def test_beam_drops_finished_samples_from_the_batch() -> None:
+    # sample 0 closes both slots by step 2 (EOS likely everywhere); sample 1 never emits EOS
+    probs = torch.full((2, 4, 4), 0.05)
+    probs[0, :, 1] = 0.85
+    probs[1, :, 1] = 0.0
+    probs[:, :, 0] = 0.0  # BOS never generated
+    tables = (probs / probs.sum(-1, keepdim=True)).log()
+    rows: list[int] = []
+
+    def step(prefix: torch.Tensor, table: torch.Tensor):
+        rows.append(prefix.size(0))
+        return _table_step(prefix, table)
+
+    batched = beam_search(step, tables, 2, 2, 6, 0, 1)
+    assert rows == [4, 4, 2, 2, 2, 2]  # sample 0's rows leave once its slots have closed
+    assert batched == [beam_search(_table_step, tables[b : b + 1], 1, 2, 6, 0, 1)[0] for b in range(2)]
+    assert batched[0] == [] and len(batched[1]) == 6
+
+
 def test_beam_exhaustive_best_on_small_table() -> None:
     # 16 beams never close on a 2-word vocabulary within 3 steps: the search is exhaustive
     tables = _random_tables(1, 4, 7)[0]

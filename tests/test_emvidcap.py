@@ -125,5 +125,5 @@ def test_missing_video_id_names_line(tmp_path):
 
 def test_malformed_row_is_reported(tmp_path):
     p = write(tmp_path, "VideoID,EmCaptions\nvid1,a dog runs\nvid2,a cat,sits,here\n")
-    with pytest.raises(CaptionFileError, match=r"c\.csv: cannot parse"):
+    with pytest.raises(CaptionFileError, match=r"c\.csv:3: cannot parse.*4 fields, expected 2"):
         read_captions(p)

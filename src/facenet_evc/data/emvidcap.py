@@ -93,7 +93,9 @@ def read_captions(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
     except pd.errors.ParserError as e:
-        raise CaptionFileError(f"{path}: cannot parse as {_SEP_NAMES.get(sep, sep)}-separated values: {e}") from None
+        where, problem = _locate_bad_record(path, sep, str(e))
+        raise CaptionFileError(f"{path}{where}: cannot parse as {_SEP_NAMES.get(sep, sep)}-separated values: "
+                               f"{problem}") from None
     if list(df.columns) != list(HEADER):
         raise CaptionFileError(f"{path}:1: expected exactly the columns {HEADER}, found {list(df.columns)}")
     df["line"] = _row_lines(path, len(df))
@@ -114,6 +116,30 @@ def detect_separator_or_none(header: str) -> str | None:
         if header.split(sep) == list(HEADER):
             return sep
     return None
+
+
+def _locate_bad_record(path: Path, sep: str, pandas_error: str) -> tuple[str, str]:
+    """(``":<line>"``, problem) of the record pandas rejected, found with the csv module.
+
+    pandas' tokenizer names rows inconsistently ("line 3" for a field count, "row 2" for an
+    open quote), so the first record with another field count than the header, or the
+    record an unclosed quote runs to the end of the file from, is located here instead.
+    """
+    import csv
+
+    last: tuple[int, list[str]] | None = None
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=sep)
+        start = 1
+        for row in reader:
+            if row and len(row) != len(HEADER):
+                return f":{start}", (f"the row has {len(row)} fields, expected {len(HEADER)} ({sep.join(HEADER)}); "
+                                     f"quote a caption that contains the separator")
+            last = (start, row)
+            start = reader.line_num + 1
+    if "EOF inside string" in pandas_error and last is not None:
+        return f":{last[0]}", "a quoted field opened on this line is never closed (unterminated '\"')"
+    return "", pandas_error
 
 
 def _row_lines(path: Path, n_rows: int) -> list[int]:

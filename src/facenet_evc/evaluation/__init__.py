@@ -16,7 +16,7 @@ from typing import Any
 
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.evaluation.captions import CAPTION_METRICS, caption_scores
-from facenet_evc.evaluation.emotion import emotion_scores
+from facenet_evc.evaluation.emotion import EmotionMetricError, acc_c, acc_sw, count_emotions
 
 METRICS = CAPTION_METRICS + ("Acc_sw", "Acc_c", "BFS", "CFS")
 
@@ -49,8 +49,16 @@ def evaluate(
     references: dict[str, list[str]],
     lexicon: Lexicon | str | Path,
     meteor: bool = True,
-) -> dict[str, float]:
-    """Score ``{video_id: caption}`` against ``{video_id: [references]}`` like the official code."""
+    on_undefined: str = "raise",
+) -> dict[str, Any]:
+    """Score ``{video_id: caption}`` against ``{video_id: [references]}`` like the official code.
+
+    Where the official Acc_c overflows (``N_h == N_r1 > 0``, e.g. on a small subset),
+    ``on_undefined="raise"`` raises :class:`EmotionMetricError`; ``"null"`` returns Acc_c,
+    BFS and CFS as None with the reason of each under ``"undefined"``.
+    """
+    if on_undefined not in ("raise", "null"):
+        raise ValueError(f"on_undefined must be 'raise' or 'null', got {on_undefined!r}")
     check_inputs(predictions, references)
     if not isinstance(lexicon, Lexicon):
         lexicon = read_lexicon(lexicon)
@@ -58,7 +66,16 @@ def evaluate(
     hypos = {i: [predictions[v]] for i, v in enumerate(vids)}
     refs = {i: list(references[v]) for i, v in enumerate(vids)}
     scores = caption_scores(refs, hypos, meteor=meteor)
-    scores.update(emotion_scores(predictions, references, lexicon))
+    counts = count_emotions(predictions, references, lexicon)  # what emotion_scores computes, kept apart
+    scores["Acc_sw"] = acc_sw(counts)
+    try:
+        scores["Acc_c"] = acc_c(counts)
+    except EmotionMetricError as e:
+        if on_undefined == "raise":
+            raise
+        out: dict[str, Any] = {k: scores.get(k) for k in METRICS}
+        out.update(n_videos=len(vids), undefined={"Acc_c": str(e), "BFS": "needs Acc_c", "CFS": "needs Acc_c"})
+        return out
     add_2 = 0.1 * (scores["Acc_sw"] + scores["Acc_c"])
     add_1 = 0.1 * scores["Bleu_1"] + 0.2 * scores["Bleu_2"] + 0.3 * scores["Bleu_3"] + 0.4 * scores["Bleu_4"]
     scores["BFS"] = 0.8 * add_1 + add_2

@@ -89,12 +89,13 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def iter_decoded(
+def iter_decoded_items(
     paths: Sequence[str | os.PathLike], n_frames: int, size: int, batch_size: int = 8, num_workers: int = 1
-) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Yield ``(indices, frames (b, N, S, S, 3) uint8)`` in input order, decoded in DataLoader workers.
+) -> Iterator[list[tuple[int, np.ndarray | None, str | None]]]:
+    """Yield batches of ``(index, frames (N, S, S, 3) uint8 | None, error | None)`` in input order.
 
-    Raises :class:`VideoError` naming the file for the first video that cannot be decoded.
+    A video that cannot be read comes back with ``frames=None`` and an error naming its file,
+    so a caller may skip it (``facenet-evc caption``) or stop (:func:`iter_decoded`).
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
@@ -107,9 +108,21 @@ def iter_decoded(
         worker_init_fn=_worker_init if num_workers > 0 else None,
     )
     for batch in loader:
-        for i, frames, err in batch:
+        yield [(i, frames, err if err is None or str(paths[i]) in err else f"{paths[i]}: {err}")
+               for i, frames, err in batch]
+
+
+def iter_decoded(
+    paths: Sequence[str | os.PathLike], n_frames: int, size: int, batch_size: int = 8, num_workers: int = 1
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Yield ``(indices, frames (b, N, S, S, 3) uint8)`` in input order, decoded in DataLoader workers.
+
+    Raises :class:`VideoError` naming the file for the first video that cannot be decoded.
+    """
+    for batch in iter_decoded_items(paths, n_frames, size, batch_size, num_workers):
+        for _, _, err in batch:
             if err is not None:
-                raise VideoError(err if str(paths[i]) in err else f"{paths[i]}: {err}")
+                raise VideoError(err)
         yield [b[0] for b in batch], np.stack([b[1] for b in batch])
 
 
@@ -247,6 +260,57 @@ def _check_tubelet(tubelet: Sequence[int] | None, visual: nn.Module) -> tuple[in
 # --------------------------------------------------------------------------- extraction
 
 
+def create_feature_datasets(f: h5py.File, n: int, n_frames: int, d: int, video_embed: bool) -> None:
+    """Create the (empty) float datasets of a features file; one layout for every writer,
+    so a merged file (:mod:`facenet_evc.stages.feature_shards`) is stored like an extracted one."""
+    f.create_dataset("frames", shape=(n, n_frames, d), dtype="float32", chunks=(max(1, min(n, 64)), n_frames, d))
+    f.create_dataset("mean", shape=(n, d), dtype="float32")
+    if video_embed:
+        f.create_dataset("video_embed", shape=(n, d), dtype="float32")
+
+
+def load_image_encoder(
+    model_name: str,
+    pretrained: str | None,
+    n_frames: int,
+    tubelet: Sequence[int] | None = None,
+    tubelet_init: str = "central",
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, int, tuple[int, int, int] | None]:
+    """CLIP set up for frame features: ``(model, crop size S, tubelet or None)``.
+
+    The one place extraction and ``facenet-evc caption`` prepare the image tower, so a new
+    video is encoded exactly as the training videos were.
+    """
+    from facenet_evc.stages.clip_model import load_clip
+
+    model, size, _ = load_clip(model_name, pretrained, device)
+    # NHWC weights: about 1.7x faster ResNet convolutions on CPU; a no-op for other layers.
+    model = model.to(memory_format=torch.channels_last)
+    tub = _check_tubelet(tubelet, model.visual)
+    if tub is not None:
+        inflate_patch_embed(model.visual, tub[0], n_frames, tubelet_init)
+    return model, size, tub
+
+
+@torch.inference_mode()
+def encode_video_batch(
+    model: nn.Module, frames: np.ndarray, head: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Frames ``(b, N, S, S, 3)`` uint8 → per-frame features V ``(b, N, d)`` (eq. 1), their mean
+    v̂ ``(b, d)`` (eq. 3) and, with a temporal head, the video embedding ``(b, d)`` (else None)."""
+    from facenet_evc.stages.clip_model import encode_images
+
+    b, n, s = frames.shape[0], frames.shape[1], frames.shape[2]
+    x = frames.reshape(b * n, s, s, 3)  # (b·N, S, S, 3)
+    # One forward per batch of whole videos: the tubelet embedding groups frames by video.
+    feats = encode_images(model, x).reshape(b, n, -1)  # (b, N, d)
+    embed = None
+    if head is not None:
+        embed = head(torch.from_numpy(feats).to(device)).float().cpu().numpy()  # (b, d)
+    return feats, feats.mean(axis=1), embed  # mean: (b, d), eq. 3
+
+
 def extract_features(
     video_paths: dict[str, str | os.PathLike],
     model_name: str,
@@ -261,6 +325,7 @@ def extract_features(
     temporal_head: str | os.PathLike | None = "auto",
     device: str = "cpu",
     progress: bool = True,
+    extra_attrs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write per-frame CLIP features V (eq. 1) and their mean v̂ (eq. 3) to ``out_path``.
 
@@ -277,11 +342,12 @@ def extract_features(
         temporal_head: ``"auto"`` (use ``<ckpt stem>.temporal.pt`` beside a checkpoint file
             when present), a path, or None; when used, ``video_embed`` is written.
         device: torch device for encoding.
+        extra_attrs: more file attrs (a shard's position, see :mod:`facenet_evc.stages.feature_shards`).
 
     Returns:
         Summary: counts, dims and wall-clock seconds.
     """
-    from facenet_evc.stages.clip_model import encode_images, load_clip, load_temporal_head, temporal_head_path
+    from facenet_evc.stages.clip_model import load_temporal_head, temporal_head_path
 
     t0 = time.perf_counter()
     if n_frames < 1:
@@ -298,12 +364,7 @@ def extract_features(
     if threads is not None:
         torch.set_num_threads(int(threads))
 
-    model, size, _ = load_clip(model_name, pretrained, device)
-    # NHWC weights: about 1.7x faster ResNet convolutions on CPU; a no-op for other layers.
-    model = model.to(memory_format=torch.channels_last)
-    tub = _check_tubelet(tubelet, model.visual)
-    if tub is not None:
-        inflate_patch_embed(model.visual, tub[0], n_frames, tubelet_init)
+    model, size, tub = load_image_encoder(model_name, pretrained, n_frames, tubelet, tubelet_init, device)
 
     head_path: Path | None = None
     if temporal_head == "auto":
@@ -331,35 +392,30 @@ def extract_features(
         "temporal_head": "" if head_path is None else str(head_path),
         "temporal_head_sha256": "" if head_path is None else file_sha256(head_path),
         "dims": "frames (n_videos, N, d); mean (n_videos, d) = frames.mean(1) (eq. 3)",
+        **(extra_attrs or {}),
     }
     n = len(ids)
     d = None
     t_encode = 0.0
     with atomic_h5(out_path, attrs) as f:
         write_strings(f, "video_ids", ids)
-        bar = tqdm(total=n, unit="video", desc="clip features", disable=not progress, file=sys.stderr)
-        with torch.inference_mode():
+        # closed on an error too, so that the error message starts on a line of its own
+        with tqdm(total=n, unit="video", desc="clip features", disable=not progress, file=sys.stderr) as bar, \
+                torch.inference_mode():
             for idx, frames in iter_decoded(paths, n_frames, size, batch_size, num_workers):
                 te = time.perf_counter()
                 b = len(idx)
-                x = frames.reshape(b * n_frames, size, size, 3)  # (b·N, S, S, 3)
-                # One forward per batch of whole videos: the tubelet embedding groups frames by video.
-                feats = encode_images(model, x).reshape(b, n_frames, -1)  # (b, N, d)
+                feats, mean, embed = encode_video_batch(model, frames, head, device)  # (b, N, d), (b, d), (b, d)
                 if d is None:
                     d = feats.shape[-1]
-                    f.create_dataset("frames", shape=(n, n_frames, d), dtype="float32",
-                                     chunks=(min(n, 64), n_frames, d))
-                    f.create_dataset("mean", shape=(n, d), dtype="float32")
-                    if head is not None:
-                        f.create_dataset("video_embed", shape=(n, d), dtype="float32")
+                    create_feature_datasets(f, n, n_frames, d, video_embed=head is not None)
                 lo, hi = idx[0], idx[-1] + 1  # DataLoader keeps order, so rows are contiguous
                 f["frames"][lo:hi] = feats
-                f["mean"][lo:hi] = feats.mean(axis=1)  # (b, d): eq. 3
-                if head is not None:
-                    f["video_embed"][lo:hi] = head(torch.from_numpy(feats).to(device)).float().cpu().numpy()
+                f["mean"][lo:hi] = mean
+                if embed is not None:
+                    f["video_embed"][lo:hi] = embed
                 t_encode += time.perf_counter() - te
                 bar.update(b)
-        bar.close()
         f.attrs["dim"] = int(d)
     total = time.perf_counter() - t0
     log.info("features of %d videos (N=%d, d=%d) -> %s in %.1f s", n, n_frames, d, out_path, total)
@@ -571,16 +627,26 @@ def add_extract_features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-temporal-head", action="store_true",
                         help="ignore a <ckpt>.temporal.pt beside the checkpoint (no video_embed)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="extract only shard I (0-based) of N: a contiguous run of whole batches; "
+                             "join the N files with `facenet-evc merge-features`")
 
 
 def run_extract_features_cli(args: argparse.Namespace) -> int:
     """``facenet-evc extract-features``. Errors propagate to the CLI's handler (exit 2)."""
+    from facenet_evc.stages.feature_shards import parse_shard, shard_attrs, shard_ids
+
     ids = _ids_from_captions(args.captions) if args.captions else None
     videos = find_videos(args.videos, ids)
+    extra = None
+    if args.shard is not None:
+        index, count = parse_shard(args.shard)
+        extra = shard_attrs(len(videos), args.batch_size, index, count)
+        videos = {v: videos[v] for v in shard_ids(list(videos), args.batch_size, index, count)}
     summary = extract_features(
         videos, args.model, args.pretrained, args.out, n_frames=args.n_frames, batch_size=args.batch_size,
         num_workers=args.num_workers, threads=args.threads, tubelet=args.tubelet, tubelet_init=args.tubelet_init,
-        temporal_head=None if args.no_temporal_head else "auto", device=args.device,
+        temporal_head=None if args.no_temporal_head else "auto", device=args.device, extra_attrs=extra,
     )
     print(json.dumps(summary, indent=2))
     return 0

@@ -242,6 +242,7 @@ def train_demo_clip(
     adapt_threads: bool = True,
     num_workers: int = 1,
     progress: bool = True,
+    test_videos_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train the demo CLIP contrastively on (video, caption) pairs; save checkpoint + sidecar.
 
@@ -252,6 +253,8 @@ def train_demo_clip(
 
     Args:
         videos_dir: folder of ``<video id>.mp4``.
+        test_videos_dir: folder of the test split's videos when they live elsewhere (the
+            demo pretrains on a separate pool and reports recall on the dataset's test split).
         trainval_csv / test_csv: caption files (``VideoID,EmCaptions``).
         out_ckpt: checkpoint path; ``torch.save(model.state_dict())`` so that
             ``open_clip.create_model_and_transforms(model_name, pretrained=out_ckpt)`` loads it.
@@ -283,7 +286,7 @@ def train_demo_clip(
     try:
         videos_dir = Path(videos_dir)
         tr_vids, tr_caps, tr_paths = _load_split(videos_dir, trainval_csv)
-        te_vids, te_caps, te_paths = _load_split(videos_dir, test_csv)
+        te_vids, te_caps, te_paths = _load_split(Path(test_videos_dir or videos_dir), test_csv)
         if len(tr_vids) < 2:
             raise ValueError(f"{trainval_csv}: need at least 2 training videos, found {len(tr_vids)}")
         bs = min(batch_size, len(tr_vids))
@@ -488,6 +491,8 @@ def add_clip_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", required=True, type=Path, help="folder of <video id>.mp4 (the demo's videos/)")
     parser.add_argument("--trainval", required=True, type=Path, help="trainval caption CSV")
     parser.add_argument("--test", required=True, type=Path, help="test caption CSV (for the recall report)")
+    parser.add_argument("--test-videos", type=Path, default=None,
+                        help="folder of the test split's videos (default: --videos)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint path, e.g. results/demo/clip/demo_clip.pt")
     parser.add_argument("--model", default=DEMO_MODEL, help="open_clip architecture (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads; at most the free cores (default: %(default)s)")
@@ -511,6 +516,7 @@ def run_clip_pretrain_cli(args: argparse.Namespace) -> int:
         seed=args.seed, model_name=args.model, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, frames_per_clip=args.frames_per_clip, lr=args.lr,
         temporal_head=not args.no_temporal_head, adapt_threads=not args.no_adapt_threads,
+        test_videos_dir=args.test_videos,
     )
     brief = {k: summary[k] for k in ("steps", "stopped_by", "train_s", "final_loss")}
     brief["recall_test"] = summary["recall"]["test"]

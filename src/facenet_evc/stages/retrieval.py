@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 
+from facenet_evc.data.corpus import EXTERNAL_VIDEO_ID
 from facenet_evc.io import atomic_h5, read_strings, write_strings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,38 @@ def _as_2d(name: str, x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows, dim), got shape {x.shape}")
     return x
+
+
+def _rows_2d(name: str, x: Any) -> Any:
+    """``x`` itself when it is a disk-backed 2-D array (h5py dataset, np.memmap), else ``_as_2d``.
+
+    A repository is only ever read in row blocks (``x[a:b]``), so an h5py dataset is not
+    loaded whole: a 1M x 512 float32 repository is 2 GB that the index holds already.
+    """
+    if not isinstance(x, np.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
+        if len(x.shape) != 2:
+            raise ValueError(f"{name} must be a 2-D array (rows, dim), got shape {tuple(x.shape)}")
+        return x
+    return _as_2d(name, x)
+
+
+def _take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
+    """``x[rows]`` for sorted unique ``rows``, reading a disk-backed ``x`` block by block.
+
+    h5py's point selection is slow for many rows; reading each block whole and picking
+    from it streams the file once at disk speed.
+    """
+    if isinstance(x, np.ndarray):
+        return np.asarray(x[rows])
+    n = int(x.shape[0])
+    out = np.empty((len(rows), int(x.shape[1])), dtype=x.dtype)  # (len(rows), d)
+    starts = np.arange(0, n, _ADD_CHUNK)
+    bounds = np.searchsorted(rows, np.append(starts, n))  # rows of each block in ``rows``
+    for b, start in enumerate(starts):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if lo < hi:
+            out[lo:hi] = x[int(start) : int(start) + _ADD_CHUNK][rows[lo:hi] - start]
+    return out
 
 
 def gpu_available() -> bool:
@@ -157,8 +190,12 @@ def build_index(
     Rows are L2-normalised chunk by chunk as they are added, so the inner product the index
     computes is the cosine similarity of eq. 5.
 
+    ``embeddings`` may live on disk (an h5py dataset or np.memmap): it is read in blocks of
+    ``_ADD_CHUNK`` rows, once for the IVF training sample and once to add every row, so the
+    only full copy is the index itself.
+
     Args:
-        embeddings: (n, d) caption embeddings; any float dtype.
+        embeddings: (n, d) caption embeddings; any float dtype; ndarray, np.memmap or h5py dataset.
         kind: ``"flat"`` (exact ``IndexFlatIP``) or ``"ivf"`` (``IndexIVFFlat``, inner product).
         nlist: IVF lists; default :func:`default_nlist` (≈ 4·sqrt(n)).
         nprobe: IVF lists visited per query (clamped to ``nlist``).
@@ -168,8 +205,8 @@ def build_index(
         use_gpu: move the index to all GPUs; None = when the FAISS GPU build sees a GPU.
         threads: FAISS OpenMP threads for training/adding (None: FAISS' current setting).
     """
-    x = _as_2d("embeddings", embeddings)
-    n, d = x.shape
+    x = _rows_2d("embeddings", embeddings)
+    n, d = (int(v) for v in x.shape)
     if n == 0:
         raise ValueError("embeddings is empty: the caption repository has no rows")
     if kind not in INDEX_KINDS:
@@ -201,16 +238,23 @@ def build_index(
             ivf.cp.seed = int(seed)
             rng = np.random.default_rng(seed)
             rows = np.sort(rng.choice(n, size=train_sample, replace=False))
-            train = l2_normalize(x[rows])  # (train_sample, d)
+            t0 = time.perf_counter()
+            train = l2_normalize(_take_rows(x, rows))  # (train_sample, d)
             _check_finite("embeddings", train)
             index.train(train)
             del train
             ivf.nprobe = int(min(nprobe, nlist))
+            log.info("IVF%d coarse quantizer trained on %d rows in %.1fs", nlist, train_sample,
+                     time.perf_counter() - t0)
 
-        for start in range(0, n, _ADD_CHUNK):
-            chunk = l2_normalize(x[start : start + _ADD_CHUNK])  # (<=chunk, d)
-            _check_finite("embeddings", chunk, offset=start)
-            index.add(chunk)
+        from tqdm import tqdm
+
+        with tqdm(total=n, unit="row", desc=f"index {kind}", disable=n < 4 * _ADD_CHUNK, mininterval=5) as bar:
+            for start in range(0, n, _ADD_CHUNK):
+                chunk = l2_normalize(x[start : start + _ADD_CHUNK])  # (<=chunk, d)
+                _check_finite("embeddings", chunk, offset=start)
+                index.add(chunk)
+                bar.update(chunk.shape[0])
 
         if use_gpu:
             index = faiss.index_cpu_to_all_gpus(index)
@@ -237,6 +281,7 @@ def _own_video_codes(
 
     Used by :func:`numpy_topk`, which masks whole score rows and so needs every code.
     """
+    _check_query_ids(query_ids)
     codes_of: dict[str, int] = {}
     repo_codes = np.fromiter(
         (codes_of.setdefault(v, len(codes_of)) for v in repo_video_ids), dtype=np.int64, count=len(repo_video_ids)
@@ -249,8 +294,18 @@ def _own_video_codes(
     return repo_codes, query_codes, own
 
 
+def _check_query_ids(query_ids: Sequence[str]) -> None:
+    # External captions carry this id so that no query's exclusion can match them; a query
+    # with the same id would silently lose every external caption instead.
+    if any(q == EXTERNAL_VIDEO_ID for q in query_ids):
+        i = next(i for i, q in enumerate(query_ids) if q == EXTERNAL_VIDEO_ID)
+        raise ValueError(f"query row {i} has the video id {EXTERNAL_VIDEO_ID!r}, which is reserved for "
+                         f"external repository captions")
+
+
 def _own_counts(query_ids: Sequence[str], repo_video_ids: Sequence[str]) -> np.ndarray:
     """(m,) number of repository captions that belong to each query's own video."""
+    _check_query_ids(query_ids)
     counts = Counter(repo_video_ids)
     return np.array([counts.get(q, 0) for q in query_ids], dtype=np.int64)
 
@@ -556,7 +611,8 @@ def run(
         video_feats: (m, d) mean-pooled CLIP video features v̂, or (m, N, d) per-frame CLIP
             features, mean-pooled here over frames (eq. 3).
         query_ids: video id per row of ``video_feats``.
-        repo_text_emb: (n, d) CLIP text embeddings w_i of the repository captions (eq. 4).
+        repo_text_emb: (n, d) CLIP text embeddings w_i of the repository captions (eq. 4);
+            an ndarray, np.memmap or h5py dataset (read in row blocks).
         repo_captions / repo_video_ids: caption text and source video per repository row.
         out_path: HDF5 written by :func:`write_topk_h5`.
         k: K of eq. 6.
@@ -573,7 +629,7 @@ def run(
     if v.ndim == 3:
         v = v.mean(axis=1)  # (m, d): eq. 3
     v = _as_2d("video_feats", v)
-    repo = _as_2d("repo_text_emb", repo_text_emb)
+    repo = _rows_2d("repo_text_emb", repo_text_emb)  # may stay on disk (h5py dataset)
     if v.shape[1] != repo.shape[1]:
         raise ValueError(f"video feature dim {v.shape[1]} != repository text embedding dim {repo.shape[1]}")
     if len(repo_captions) != repo.shape[0]:
@@ -592,7 +648,8 @@ def run(
         model_name=model_name,
         metric="cosine",
         own_video_excluded=True,
-        num_videos_in_repository=len(Counter(repo_video_ids)),
+        num_videos_in_repository=len(set(repo_video_ids) - {EXTERNAL_VIDEO_ID}),
+        num_external_in_repository=sum(1 for v in repo_video_ids if v == EXTERNAL_VIDEO_ID),
     )
     write_topk_h5(out_path, query_ids, indices, scores, repo_captions, repo_video_ids, file_attrs)
     t3 = time.perf_counter()

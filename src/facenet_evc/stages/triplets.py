@@ -485,11 +485,17 @@ def write_triplets_h5(
     triplets: Sequence[Triplet],
     embeddings: np.ndarray,
     attrs: dict[str, Any] | None = None,
+    repository_index: np.ndarray | None = None,
 ) -> None:
     """Write captions, their triplets and ``(n, 3, d_T)`` embeddings atomically.
 
     ``attrs`` should name the extractor, spaCy pipeline, prompt and CLIP model; they are
     stored as file attributes next to ``n_captions`` and ``dim``.
+
+    Without ``repository_index`` row i is repository caption i (every caption). With it,
+    the file holds a subset (the captions some video retrieved, in a repository too large
+    to parse whole): ``repository_index`` (n,) int64, strictly increasing, gives each
+    row's repository row.
     """
     n = len(captions)
     embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -499,16 +505,27 @@ def write_triplets_h5(
         raise ValueError(f"embeddings have shape {embeddings.shape}, expected ({n}, 3, d_T)")
     all_attrs = dict(attrs or {})
     all_attrs.update(n_captions=n, dim=int(embeddings.shape[2]))
+    if repository_index is not None:
+        repository_index = np.asarray(repository_index, dtype=np.int64)
+        if repository_index.shape != (n,):
+            raise ValueError(f"repository_index has shape {repository_index.shape}, expected ({n},)")
+        if n and (repository_index[0] < 0 or (np.diff(repository_index) <= 0).any()):
+            raise ValueError("repository_index must be non-negative and strictly increasing")
     with atomic_h5(path, attrs=all_attrs) as f:
         write_strings(f, "caption", list(captions))
         write_strings(f, "subject", [t.subject for t in triplets])
         write_strings(f, "predicate", [t.predicate for t in triplets])
         write_strings(f, "object", [t.object for t in triplets])
         f.create_dataset("embeddings", data=embeddings)
+        if repository_index is not None:
+            f.create_dataset("repository_index", data=repository_index)
 
 
 def read_triplets_h5(path: str | Path) -> tuple[list[str], list[Triplet], np.ndarray, dict[str, Any]]:
-    """Read a file written by :func:`write_triplets_h5`: captions, triplets, embeddings, attrs."""
+    """Read a file written by :func:`write_triplets_h5`: captions, triplets, embeddings, attrs.
+
+    See :func:`read_repository_index` for the repository row of each (subset) row.
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -520,6 +537,14 @@ def read_triplets_h5(path: str | Path) -> tuple[list[str], list[Triplet], np.nda
         embeddings = f["embeddings"][()]
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     return captions, triplets, embeddings, attrs
+
+
+def read_repository_index(path: str | Path) -> np.ndarray | None:
+    """(n,) int64 repository row of each triplet row, or None when row i is repository caption i."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f["repository_index"][()].astype(np.int64) if "repository_index" in f else None
 
 
 # --------------------------------------------------------------------------- CLI

@@ -115,6 +115,15 @@ def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_model_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load :func:`checkpoint_state_dict` tensors; only frozen decoder tensors may be absent."""
+    # torch reports a shape mismatch as a RuntimeError listing every tensor; name the file and
+    # the cause (a model built from another config) instead.
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in tensors.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        detail = ", ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in wrong[:4])
+        raise CheckpointError(f"{source}: {len(wrong)} tensor(s) have other shapes than in the model ({detail}"
+                              f"{', ...' if len(wrong) > 4 else ''}): the checkpoint comes from a model of another "
+                              f"configuration; build the model from the checkpoint's meta.json model_config")
     missing, unexpected = model.load_state_dict(dict(tensors), strict=False)
     if unexpected:
         raise CheckpointError(f"{source}: tensors the model does not have: {sorted(unexpected)[:10]}")
@@ -269,8 +278,9 @@ def load_checkpoint(
 ) -> tuple[TrainState, dict[str, Any]]:
     """Load what is given (weights into ``model``, ``optimizer``, ``scheduler``, RNG) from ``path``.
 
-    ``expected_model_config``: the current FaceNetConfig dict; a difference is a
-    :class:`CheckpointError` naming the differing keys, raised before anything is loaded.
+    ``expected_model_config``: the current FaceNetConfig dict (default: ``model.cfg`` when the
+    model has one); a difference is a :class:`CheckpointError` naming the differing keys,
+    raised before anything is loaded.
     Returns the :class:`TrainState` and the meta dict.
     """
     from safetensors.torch import load_file
@@ -279,6 +289,8 @@ def load_checkpoint(
     path = Path(path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} (expected {FORMAT_VERSION})")
+    if expected_model_config is None and model is not None and callable(getattr(getattr(model, "cfg", None), "to_dict", None)):
+        expected_model_config = model.cfg.to_dict()  # a FaceNet knows its config: compare keys, not tensor shapes
     if expected_model_config is not None:
         check_model_config(meta["model_config"], expected_model_config, str(path))
     payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)

@@ -8,13 +8,15 @@ features are a few hundred MB):
   excluded), ``indices``/``scores`` (m, K), and the repository table ``repository/caption``,
   ``repository/video_id``;
 * triplets (``triplets``): one row per repository caption, in repository order, with the
-  (n_repo, 3, d_T) CLIP embeddings of its S, P, O (eq. 8);
+  (n_repo, 3, d_T) CLIP embeddings of its S, P, O (eq. 8) — or, for a large repository,
+  only the retrieved captions with their repository rows in ``repository_index``;
 * lexicon (``emotion_embed``): words, their categories (``member`` (N_w, C)) and E_0 (N_w, d_E).
 
 Contract checked here: the triplet file's captions equal the repository's, caption for
-caption (so ``indices`` can index the embeddings); :meth:`Artifacts.check_repository` checks
-the repository is the trainval split in file order. A video missing from an artifact is an
-error naming the video and the file.
+caption (so ``indices`` can index the embeddings), or at the rows of its ``repository_index``,
+which must then hold every retrieved row; :meth:`Artifacts.check_repository` checks the
+repository is the trainval split in file order, optionally followed by external captions. A
+video missing from an artifact is an error naming the video and the file.
 
 Training samples are (video, caption) pairs over the training videos' captions normalised
 as EPAN does (:func:`~facenet_evc.data.emvidcap.normalize_caption`: ASCII, lowercase, no
@@ -86,11 +88,12 @@ class Artifacts:
     topk_scores: np.ndarray  # (m, K) float32 cosines (eq. 5)
     repo_captions: list[str]
     repo_video_ids: list[str]
-    triplet_embeddings: np.ndarray  # (n_repo, 3, d_T) float32
+    triplet_embeddings: np.ndarray  # (n_repo, 3, d_T) float32, or (n_rows, 3, d_T) with triplet_rows
     lexicon_words: list[str] = field(default_factory=list)
     lexicon_categories: list[str] = field(default_factory=list)
     lexicon_member: np.ndarray | None = None  # (N_w, C) bool, every category of each word
     lexicon_vectors: np.ndarray | None = None  # (N_w, d_E) float32, E_0 of eq. 2
+    triplet_rows: np.ndarray | None = None  # (n_rows,) sorted repository row of each triplet row; None = all
 
     def __post_init__(self) -> None:
         self._video_row = _row_index(self.video_ids, Path(self.paths["features"]))
@@ -132,13 +135,17 @@ class Artifacts:
                 raise ArtifactError(f"video {vid!r} has no row in the top-K file {self.paths['topk']}")
 
     def check_repository(self, trainval: pd.DataFrame, sources: Sequence[str] = ()) -> None:
-        """The repository must be the trainval captions in file order (raw or normalised text)."""
+        """The repository must be the trainval captions in file order (raw or normalised text),
+        optionally followed by external captions (video id ``EXTERNAL_VIDEO_ID``)."""
+        from facenet_evc.data.corpus import EXTERNAL_VIDEO_ID
+
         where = ", ".join(str(s) for s in sources) or "the trainval caption files"
         ids = [str(v) for v in trainval["VideoID"]]
         caps = [str(c) for c in trainval["EmCaptions"]]
         topk = self.paths["topk"]
-        if len(ids) != len(self.repo_captions):
-            raise ArtifactError(f"the repository of {topk} has {len(self.repo_captions)} captions but {where} "
+        n_own = len(self.repo_video_ids) - sum(1 for v in self.repo_video_ids if v == EXTERNAL_VIDEO_ID)
+        if len(ids) != n_own:
+            raise ArtifactError(f"the repository of {topk} has {n_own} training captions but {where} "
                                 f"hold {len(ids)}: the top-K file was built from other captions")
         for i, (vid, cap, rvid, rcap) in enumerate(zip(ids, caps, self.repo_video_ids, self.repo_captions)):
             if vid != rvid or (cap != rcap and normalize_caption(cap) != normalize_caption(rcap)):
@@ -166,6 +173,8 @@ class Artifacts:
         vrows = np.fromiter((self._video_row[v] for v in video_ids), dtype=np.int64, count=len(video_ids))
         trows = np.fromiter((self._topk_row[v] for v in video_ids), dtype=np.int64, count=len(video_ids))
         idx = self.topk_indices[trows]  # (B, K) repository rows
+        if self.triplet_rows is not None:
+            idx = np.searchsorted(self.triplet_rows, idx)  # (B, K) rows of the retrieved-only triplet file
         return {
             "frames": torch.from_numpy(self.frames[vrows]),  # (B, N, d_v)
             "triplets": torch.from_numpy(self.triplet_embeddings[idx]),  # (B, K, 3, d_T)
@@ -201,7 +210,7 @@ def load_artifacts(
     ``lexicon_h5`` may be None for inference from a checkpoint, which carries E_0 itself.
     """
     from facenet_evc.stages.retrieval import read_topk_h5
-    from facenet_evc.stages.triplets import read_triplets_h5
+    from facenet_evc.stages.triplets import read_repository_index, read_triplets_h5
 
     features_h5, topk_h5, triplets_h5 = Path(features_h5), Path(topk_h5), Path(triplets_h5)
     for p, what in ((topk_h5, "top-K"), (triplets_h5, "triplets")):
@@ -213,18 +222,21 @@ def load_artifacts(
     t_emb = np.asarray(t_emb, dtype=np.float32)
 
     repo = topk["repo_captions"]
-    if len(t_captions) != len(repo):
-        raise ArtifactError(f"{triplets_h5} holds {len(t_captions)} captions but the repository of {topk_h5} holds "
-                            f"{len(repo)}: the triplets must be extracted from the repository captions, in order")
-    if t_captions != repo:
-        i = next(i for i, (a, b) in enumerate(zip(t_captions, repo)) if a != b)
-        raise ArtifactError(f"caption {i} differs between {triplets_h5} ({t_captions[i]!r}) and the repository of "
-                            f"{topk_h5} ({repo[i]!r}): the triplets must follow the repository order")
-    if t_emb.ndim != 3 or t_emb.shape[:2] != (len(repo), 3):
-        raise ArtifactError(f"{triplets_h5}: embeddings have shape {t_emb.shape}, expected ({len(repo)}, 3, d_T)")
     indices = topk["indices"]  # (m, K)
     if indices.size and (indices.min() < 0 or indices.max() >= len(repo)):
         raise ArtifactError(f"{topk_h5}: indices outside the repository [0, {len(repo)})")
+    t_rows = read_repository_index(triplets_h5)
+    if t_rows is not None:
+        _check_triplet_rows(t_rows, t_captions, t_emb, repo, topk["video_ids"], indices, triplets_h5, topk_h5)
+    elif len(t_captions) != len(repo):
+        raise ArtifactError(f"{triplets_h5} holds {len(t_captions)} captions but the repository of {topk_h5} holds "
+                            f"{len(repo)}: the triplets must be extracted from the repository captions, in order")
+    elif t_captions != repo:
+        i = next(i for i, (a, b) in enumerate(zip(t_captions, repo)) if a != b)
+        raise ArtifactError(f"caption {i} differs between {triplets_h5} ({t_captions[i]!r}) and the repository of "
+                            f"{topk_h5} ({repo[i]!r}): the triplets must follow the repository order")
+    if t_emb.ndim != 3 or t_emb.shape[:2] != (len(t_captions), 3):
+        raise ArtifactError(f"{triplets_h5}: embeddings have shape {t_emb.shape}, expected ({len(t_captions)}, 3, d_T)")
 
     paths = {"features": str(features_h5), "topk": str(topk_h5), "triplets": str(triplets_h5),
              "lexicon": "" if lexicon_h5 is None else str(lexicon_h5)}
@@ -245,7 +257,26 @@ def load_artifacts(
                    lexicon_member=member, lexicon_vectors=vectors)
     return Artifacts(paths=paths, video_ids=ids, frames=frames, topk_video_ids=topk["video_ids"],
                      topk_indices=indices, topk_scores=topk["scores"], repo_captions=repo,
-                     repo_video_ids=topk["repo_video_ids"], triplet_embeddings=t_emb, **lex)
+                     repo_video_ids=topk["repo_video_ids"], triplet_embeddings=t_emb, triplet_rows=t_rows, **lex)
+
+
+def _check_triplet_rows(rows: np.ndarray, t_captions: Sequence[str], t_emb: np.ndarray, repo: Sequence[str],
+                        topk_ids: Sequence[str], indices: np.ndarray, triplets_h5: Path, topk_h5: Path) -> None:
+    """A retrieved-only triplet file must name real repository rows, hold their captions and
+    cover every row the top-K file retrieved."""
+    if rows.shape != (len(t_captions),) or (rows.size and (rows[0] < 0 or rows[-1] >= len(repo)
+                                                            or (np.diff(rows) <= 0).any())):
+        raise ArtifactError(f"{triplets_h5}: repository_index must be {len(t_captions)} increasing rows of the "
+                            f"repository of {topk_h5} ([0, {len(repo)}))")
+    for i, r in enumerate(rows.tolist()):
+        if t_captions[i] != repo[r]:
+            raise ArtifactError(f"caption {i} of {triplets_h5} ({t_captions[i]!r}) is not repository row {r} of "
+                                f"{topk_h5} ({repo[r]!r}): the triplets were built from another repository")
+    missing = ~np.isin(indices, rows)  # (m, K)
+    if missing.any():
+        q, j = (int(a[0]) for a in np.nonzero(missing))
+        raise ArtifactError(f"{topk_h5} retrieves repository row {int(indices[q, j])} for video {topk_ids[q]!r} but "
+                            f"{triplets_h5} has no triplet for it: rebuild the triplets from this top-K file")
 
 
 # --------------------------------------------------------------------------- samples and splits
@@ -335,16 +366,27 @@ def artifact_dims(features_h5: str | os.PathLike, topk_h5: str | os.PathLike, tr
                   lexicon_h5: str | os.PathLike | None = None) -> dict[str, int]:
     """The FaceNetConfig sizes the artifacts fix (``n_frames, d_v, k, d_t, d_e``), read from
     the HDF5 shapes alone, so a workflow config need not repeat them."""
-    import h5py
-
     dims: dict[str, int] = {}
-    with h5py.File(features_h5, "r") as f:
-        _, dims["n_frames"], dims["d_v"] = f["frames"].shape
-    with h5py.File(topk_h5, "r") as f:
-        dims["k"] = int(f["indices"].shape[1])
-    with h5py.File(triplets_h5, "r") as f:
-        dims["d_t"] = int(f["embeddings"].shape[2])
+    _, dims["n_frames"], dims["d_v"] = _dataset_shape(features_h5, "frames", "features", "(n_videos, N, d_v)")
+    dims["k"] = _dataset_shape(topk_h5, "indices", "top-K", "(n_videos, K)")[1]
+    dims["d_t"] = _dataset_shape(triplets_h5, "embeddings", "triplets", "(n_captions, 3, d_T)")[2]
     if lexicon_h5 is not None:
-        with h5py.File(lexicon_h5, "r") as f:
-            dims["d_e"] = int(f["vectors"].shape[1])
+        dims["d_e"] = _dataset_shape(lexicon_h5, "vectors", "lexicon embedding", "(n_words, d_E)")[1]
     return {k: int(v) for k, v in dims.items()}
+
+
+def _dataset_shape(path: str | os.PathLike, name: str, what: str, layout: str) -> tuple[int, ...]:
+    """Shape of dataset ``name`` in ``path``, which must have as many axes as ``layout`` names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if name not in f or not isinstance(f[name], h5py.Dataset):
+                raise ArtifactError(f"{path}: no {name!r} dataset (not a {what} file?)")
+            shape = tuple(int(n) for n in f[name].shape)
+    except OSError as e:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({e})") from None
+    if len(shape) != layout.count(",") + 1:
+        raise ArtifactError(f"{path}: dataset {name!r} has shape {shape}, expected {layout}")
+    return shape

@@ -67,18 +67,32 @@ def build_facenet(
 
 def load_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FaceNet, dict[str, Any]]:
     """FACE-net rebuilt from a checkpoint directory, in eval mode on ``device``; and its meta."""
+    meta = read_meta(checkpoint_dir)
+    return load_model_files(meta, Path(checkpoint_dir) / MODEL_FILE, device), meta
+
+
+def load_model_files(
+    meta: dict[str, Any], weights: str | Path, device: str | torch.device = "cpu", decoder_pretrained: str | None = None
+) -> FaceNet:
+    """FACE-net from a checkpoint's meta dict and its safetensors file, in eval mode on ``device``.
+
+    ``decoder_pretrained`` replaces ``decoder_settings.pretrained`` of an LLM decoder (an
+    exported model carries its base LLM in its own folder).
+    """
     from safetensors.torch import load_file
 
-    meta = read_meta(checkpoint_dir)
-    cfg = FaceNetConfig.from_dict(meta["model_config"])
+    cfg_dict = dict(meta["model_config"])
+    if decoder_pretrained is not None:
+        cfg_dict["decoder_settings"] = {**dict(cfg_dict.get("decoder_settings") or {}), "pretrained": str(decoder_pretrained)}
+    cfg = FaceNetConfig.from_dict(cfg_dict)
     vocab = Vocab.from_dict(meta["vocab"]) if meta.get("vocab") else None
-    tensors = load_file(str(Path(checkpoint_dir) / MODEL_FILE), device="cpu")
+    tensors = load_file(str(weights), device="cpu")
     for key in ("lexicon", "word_category"):
         if key not in tensors:
-            raise CheckpointError(f"{checkpoint_dir}: {MODEL_FILE} has no {key!r} tensor")
+            raise CheckpointError(f"{weights}: has no {key!r} tensor")
     model = build_facenet(cfg, vocab, meta.get("lexicon_words") or [], tensors["lexicon"], tensors["word_category"])
-    load_model_tensors(model, tensors, str(Path(checkpoint_dir) / MODEL_FILE))
-    return model.to(device).eval(), meta
+    load_model_tensors(model, tensors, str(weights))
+    return model.to(device).eval()
 
 
 @torch.no_grad()

@@ -31,6 +31,11 @@ Determinism, what an exact resume needs (checked by ``tests/test_training.py``):
 * weights as safetensors and optimizer / scheduler state with ``torch.save``: both round-trip
   float32 bits exactly; the same thread count must be used (CPU reductions split work by
   thread count).
+
+Multi-GPU (or multi-process CPU) training: started by ``torchrun --nproc_per_node N``, the
+same call trains with DistributedDataParallel; ``batch_size`` stays the global batch, the
+data order and the checkpoint are the same, only rank 0 writes and validates
+(:mod:`.distributed`).
 """
 from __future__ import annotations
 
@@ -76,6 +81,7 @@ from facenet_evc.training.data import (
     split_train_val,
     to_device,
 )
+from facenet_evc.training.distributed import DistContext, init_distributed, loss_counts, per_rank_batch, rank_loss
 from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions, resolve_device
 
 log = logging.getLogger(__name__)
@@ -258,7 +264,8 @@ def train(
         captions: the trainval caption files (the retrieval repository, in this order).
         lexicon_dir: the official lexicon folder (validation metrics).
         out_dir: log, curves, ``last/``, ``best/``; resumed from ``last/`` when present.
-        callback: called after every step with (step, log row), e.g. for external logging.
+        callback: called after every step with (step, log row), e.g. for external logging; under
+            torchrun on every rank, with the global batch's losses.
     """
     # sizes the artifacts fix (N, d_v, K, d_T, d_E) are taken from them unless given
     dims = artifact_dims(features_h5, topk_h5, triplets_h5, lexicon_h5)
@@ -266,16 +273,18 @@ def train(
     tcfg = TrainConfig.from_dict(train_cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(tcfg.device)
+    dctx, device = init_distributed(tcfg.device)  # one process unless torchrun started this one
     threads_before = torch.get_num_threads()
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     try:
+        per_rank_batch(tcfg.batch_size, dctx.world_size)  # the global batch must split evenly over the ranks
         with _deterministic(device):
             return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
-                          _caption_sources(captions), Path(lexicon_dir), out, device, callback)
+                          _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx)
     finally:
         torch.set_num_threads(threads_before)
+        dctx.close()
 
 
 def _train(
@@ -290,6 +299,7 @@ def _train(
     out: Path,
     device: torch.device,
     callback: Callable[[int, dict[str, Any]], None] | None,
+    dctx: DistContext = DistContext(),
 ) -> dict[str, Any]:
     # ---- data
     trainval = read_split(sources)
@@ -309,7 +319,10 @@ def _train(
     references = {v: [normalize_caption(c, tcfg.max_len) for c in caps[v]] for v in val_ids}
 
     # ---- resume?
-    ckpt = resolve_checkpoint(out / "last")
+    if dctx.is_main:
+        resolve_checkpoint(out / "last")  # may move a half-replaced checkpoint back: one process does it
+    dctx.barrier()
+    ckpt = resolve_checkpoint(out / "last")  # every rank resumes from it
     meta = None
     if ckpt is not None:
         meta = read_meta(ckpt)
@@ -334,9 +347,10 @@ def _train(
     if ckpt is not None:
         state, _ = load_checkpoint(ckpt, model, optimizer, scheduler, cfg.to_dict(), restore_rng_state=True)
         log.info("resumed from %s at step %d (epoch %d, sample %d)", ckpt, state.step, state.epoch, state.pos)
-    else:
+    elif dctx.is_main:
         write_json(out / "split.json", {"seed": tcfg.seed, "val_fraction": tcfg.val_fraction,
                                         "train": train_ids, "val": val_ids})
+    dctx.seed_rank(tcfg.seed, ckpt, state.step)  # ranks > 0: their own dropout stream (no-op for one process)
     log.info("%d training samples of %d videos, %d validation videos, %d trainable parameters, device %s",
              len(samples), len(train_ids), len(val_ids), sum(p.numel() for p in model.trainable_parameters()), device)
 
@@ -345,8 +359,13 @@ def _train(
     ckpt_kw = dict(model_config=cfg.to_dict(), train_config=tcfg.to_dict(),
                    vocab=None if vocab is None else vocab.to_dict(), lexicon_words=artifacts.lexicon_words)
 
+    net = dctx.wrap(model, device)  # DistributedDataParallel under torchrun; validation and saving use `model`
+
     def save(name: str) -> None:
-        save_checkpoint(out / name, model, optimizer, scheduler, state, **ckpt_kw)
+        rng = dctx.gather_rng()  # collective: every rank's RNG states (None for one process: captured in save)
+        if dctx.is_main:
+            save_checkpoint(out / name, model, optimizer, scheduler, state, rng=rng, **ckpt_kw)
+        dctx.barrier()
 
     def validate() -> dict[str, float]:
         # fork_rng: validation must not move the training RNG stream (runs with and without an
@@ -357,10 +376,10 @@ def _train(
                                       tcfg.eval_batch_size, device)
         return score_predictions(preds, references, lexicon)
 
-    csv_log = CsvLog(out / "log.csv", state.step if ckpt is not None else None)
+    csv_log = CsvLog(out / "log.csv", state.step if ckpt is not None else None) if dctx.is_main else None
     perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
     bar = tqdm(total=tcfg.max_steps, initial=min(state.step, tcfg.max_steps), unit="step", desc="train",
-               disable=not tcfg.progress, file=sys.stderr, dynamic_ncols=True)
+               disable=not tcfg.progress or not dctx.is_main, file=sys.stderr, dynamic_ncols=True)
     model.train()
     try:
         while state.step < tcfg.max_steps:
@@ -368,40 +387,51 @@ def _train(
                 state.epoch += 1
                 state.pos = 0
                 perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
-            idx = perm[state.pos : state.pos + tcfg.batch_size]
+            idx = perm[state.pos : state.pos + tcfg.batch_size]  # the global batch
             epoch = state.epoch
             state.pos += len(idx)
-            batch = to_device(collate([dataset[i] for i in idx]), device)
+            mine = dctx.shard(idx)  # this rank's disjoint part (all of idx for one process)
+            # an empty shard (last batch of an epoch smaller than the world) runs a stand-in with weight 0
+            batch = to_device(collate([dataset[i] for i in (mine or idx[:1])]), device)
 
             lr = scheduler.get_last_lr()[0]
             optimizer.zero_grad(set_to_none=True)
+            local = total = None
+            if dctx.enabled:  # token / emotional-sample counts: the global-batch means (distributed.py)
+                local = loss_counts(batch, model.pad_id, device) * float(bool(mine))  # (2,)
+                total = dctx.all_sum(local)  # (2,)
             with autocast_for(cfg, device):
-                res = model(batch, batch["targets"])
-            res["loss"].backward()
+                res = net(batch, batch["targets"])
+            loss = res["loss"] if local is None else rank_loss(res, local, total, dctx.world_size,
+                                                                 cfg.lambda_e, cfg.lambda_cls)
+            loss.backward()
             if tcfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), tcfg.grad_clip)
             optimizer.step()
             scheduler.step()
             state.step += 1
 
-            row: dict[str, Any] = {"step": state.step, "epoch": epoch, "lr": float(lr), "loss": float(res["loss"].detach()),
-                                   "loss_e": float(res["loss_e"].detach()),
-                                   "loss_cls": None if res["loss_cls"] is None else float(res["loss_cls"].detach())}
+            row: dict[str, Any] = {"step": state.step, "epoch": epoch, "lr": float(lr),
+                                   **dctx.global_losses(res, local, total, cfg.lambda_e, cfg.lambda_cls)}
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss is {row['loss']} at step {state.step}; lower lr or set grad_clip")
             if val_ids and (state.step % tcfg.val_every == 0 or state.step == tcfg.max_steps):
-                metrics = validate()
-                state.metrics = {k: float(metrics[k]) for k in VAL_METRICS}
+                if dctx.is_main:
+                    metrics = validate()
+                    state.metrics = {k: float(metrics[k]) for k in VAL_METRICS}
+                state.metrics = dctx.broadcast(state.metrics)  # the other ranks wait here for rank 0
                 row.update(state.metrics)
                 score = state.metrics[SELECT_METRIC]
                 if math.isfinite(score) and score > state.best_metric:
                     state.best_metric, state.best_step = score, state.step
                     save("best")
-                bar.write(f"step {state.step}: " + " ".join(f"{k} {state.metrics[k]:.4f}" for k in VAL_METRICS))
-            csv_log.append(row)
+                if dctx.is_main:
+                    bar.write(f"step {state.step}: " + " ".join(f"{k} {state.metrics[k]:.4f}" for k in VAL_METRICS))
+            if csv_log is not None:
+                csv_log.append(row)
             if state.step % tcfg.ckpt_every == 0 or state.step == tcfg.max_steps:
                 save("last")
-            if "CIDEr" in row or state.step == tcfg.max_steps:
+            if dctx.is_main and ("CIDEr" in row or state.step == tcfg.max_steps):
                 plot_curves(out / "log.csv", out / "curves.png")
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
@@ -409,8 +439,9 @@ def _train(
                 callback(state.step, row)
     finally:
         bar.close()
-        csv_log.close()
-    if not (out / "curves.png").exists():
+        if csv_log is not None:
+            csv_log.close()
+    if dctx.is_main and not (out / "curves.png").exists():
         plot_curves(out / "log.csv", out / "curves.png")
     summary = {
         "out_dir": str(out),
@@ -425,8 +456,11 @@ def _train(
         "vocab_size": None if vocab is None else len(vocab),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
         "device": str(device),
+        "world_size": dctx.world_size,
     }
-    write_json(out / "summary.json", summary)
+    if dctx.is_main:
+        write_json(out / "summary.json", summary)
+    dctx.barrier()  # rank 0's files are complete when any rank returns
     return summary
 
 
@@ -460,6 +494,18 @@ def load_mapping(value: str | None, what: str) -> dict[str, Any]:
     return data
 
 
+def _checked_mapping(value: str | None, what: str, cls: type) -> dict[str, Any]:
+    """``load_mapping`` whose unknown keys and bad values are reported with the file (or flag) they came from,
+    before any artifact is read."""
+    data = load_mapping(value, what)
+    try:
+        cls.from_dict(data)  # FaceNetConfig: the artifact widths are not merged yet; keys and types are checked
+    except (TypeError, ValueError) as e:
+        where = f"{what} {value}" if value and not value.lstrip().startswith("{") else what
+        raise ValueError(f"{where}: {e}") from None
+    return data
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc train``."""
     from facenet_evc.cli import _add_captions_args
@@ -478,8 +524,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train_cli(args: argparse.Namespace) -> int:
     from facenet_evc.cli import _caption_sources as cli_sources
 
-    summary = train(load_mapping(args.model_config, "--model-config"), load_mapping(args.train_config, "--train-config"),
+    summary = train(_checked_mapping(args.model_config, "--model-config", FaceNetConfig),
+                    _checked_mapping(args.train_config, "--train-config", TrainConfig),
                     args.features, args.topk, args.triplets, args.lexicon_h5,
                     cli_sources(args.captions, args.captions_seps), args.lexicon, args.out)
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK") or 0) == 0:  # one summary under torchrun
+        print(json.dumps(summary, indent=2))
     return 0

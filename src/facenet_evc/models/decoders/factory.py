@@ -32,6 +32,7 @@ def create_decoder(
     settings: Mapping[str, Any] | None,
     vocab: Vocab | None,
     lexicon_words: Collection[str] = (),
+    random_init: bool = False,
 ) -> CaptionDecoder:
     """Decoder of ``kind`` in ``lstm | transformer | t5 | opt``.
 
@@ -45,6 +46,9 @@ def create_decoder(
         vocab: required by the word decoders, ignored by the LLMs (they bring a tokenizer).
         lexicon_words: emotion words; the word decoders need each of them in ``vocab``
             (``Vocab.build`` merges them) so that they can be generated.
+        random_init: t5 / opt only: random LLM weights built from ``pretrained``'s config (a
+            shape for efficiency measurements). Not a setting, so no checkpoint can carry it.
+            The word decoders are always built randomly initialised.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown decoder kind {kind!r}; expected one of {KINDS}")
@@ -74,4 +78,4 @@ def create_decoder(
         raise ValueError(f"the {kind} decoder needs settings['pretrained'] (hub name or local folder)")
     from .llm import OPTDecoder, T5Decoder
 
-    return (T5Decoder if kind == "t5" else OPTDecoder)(str(pretrained), **kwargs)
+    return (T5Decoder if kind == "t5" else OPTDecoder)(str(pretrained), random_init=random_init, **kwargs)

@@ -141,13 +141,22 @@ class HFDecoder(CaptionDecoder):
 
 
 def _load_with_lora(auto_cls: Any, name_or_path: str, dtype: str | torch.dtype | None, lora_r: int,
-                    lora_alpha: float, lora_dropout: float, target_modules: list[str]) -> tuple[Any, Any, Any]:
-    """``(lm, lm with a LoRA adapter, tokenizer)`` loaded with ``from_pretrained(name_or_path)``."""
-    from transformers import AutoTokenizer
+                    lora_alpha: float, lora_dropout: float, target_modules: list[str],
+                    random_init: bool = False) -> tuple[Any, Any, Any]:
+    """``(lm, lm with a LoRA adapter, tokenizer)`` loaded with ``from_pretrained(name_or_path)``.
+
+    ``random_init`` builds the LLM from its ``config.json`` alone, with random weights: the
+    shape of a model whose weights are not at hand (efficiency measurements), never a
+    trained decoder.
+    """
+    from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     kwargs = {"dtype": _resolve_dtype(dtype)} if dtype is not None else {}
-    lm = auto_cls.from_pretrained(name_or_path, **kwargs)
+    if random_init:
+        lm = auto_cls.from_config(AutoConfig.from_pretrained(name_or_path), **kwargs)
+    else:
+        lm = auto_cls.from_pretrained(name_or_path, **kwargs)
     return lm, attach_lora(lm, lora_r, lora_alpha, lora_dropout, target_modules), tokenizer
 
 
@@ -174,6 +183,8 @@ class T5Decoder(HFDecoder):
         dtype: dtype the LLM weights are loaded in (``"bfloat16"`` halves memory); ``None``
             keeps the checkpoint's default.
         max_target_tokens (int): cap on caption pieces (EOS excluded).
+        random_init (bool): random weights from the checkpoint's config (shape only, for
+            efficiency measurements without the weights); default False.
     """
 
     def __init__(
@@ -185,11 +196,13 @@ class T5Decoder(HFDecoder):
         target_modules: list[str] | None = None,
         dtype: str | torch.dtype | None = None,
         max_target_tokens: int = 32,
+        random_init: bool = False,
     ) -> None:
         from transformers import AutoModelForSeq2SeqLM
 
         lm, peft_model, tokenizer = _load_with_lora(AutoModelForSeq2SeqLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules or ["q", "v"])
+                                                    lora_dropout, target_modules or ["q", "v"],
+                                                    random_init)
         super().__init__(peft_model, tokenizer, max_target_tokens)
         self.d_model = lm.get_input_embeddings().embedding_dim
 
@@ -241,6 +254,8 @@ class OPTDecoder(HFDecoder):
         target_modules (list[str]): module names to adapt. Default ``["q_proj", "v_proj"]``.
         dtype: dtype the LLM weights are loaded in; ``None`` keeps the checkpoint's default.
         max_target_tokens (int): cap on caption pieces (EOS excluded).
+        random_init (bool): random weights from the checkpoint's config (shape only, for
+            efficiency measurements without the weights); default False.
     """
 
     def __init__(
@@ -252,11 +267,13 @@ class OPTDecoder(HFDecoder):
         target_modules: list[str] | None = None,
         dtype: str | torch.dtype | None = None,
         max_target_tokens: int = 32,
+        random_init: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
         lm, peft_model, tokenizer = _load_with_lora(AutoModelForCausalLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules or ["q_proj", "v_proj"])
+                                                    lora_dropout, target_modules or ["q_proj", "v_proj"],
+                                                    random_init)
         super().__init__(peft_model, tokenizer, max_target_tokens)
         # OPT's tokenizer uses </s> as BOS too; a tokenizer without BOS starts from EOS likewise
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id

@@ -1,0 +1,119 @@
+# Analyses of a trained model: efficiency (paper Table 6), metrics per F-E bias group, and what
+# the model weighed for a few test captions (paper Figs. 7-8).
+#
+# NOTE (explain helper): this file was accidentally overwritten while the explain rule was being
+# added; the efficiency and bias_groups rules below are RECONSTRUCTED from Snakemake's job
+# metadata and logs of their last run (inputs, outputs, log, benchmark, threads, resources, shell
+# command). Their author should check them against the original.
+
+
+rule efficiency:
+    """Parameters, FLOPs, latency / throughput and peak memory of captioning (paper Table 6)."""
+    input:
+        features=lambda w: artifacts(w)["features"],
+        topk=lambda w: artifacts(w)["topk"],
+        triplets=lambda w: artifacts(w)["triplets"],
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        captions=caption_files("test"),
+    output:
+        json=f"{RESULTS}/{{ds}}/efficiency.json",
+        md=f"{RESULTS}/{{ds}}/efficiency.md",
+    params:
+        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        seps=caption_seps("test"),
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+    log:
+        f"{RESULTS}/{{ds}}/logs/efficiency.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/efficiency.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc efficiency --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
+        " --triplets {input.triplets} --captions {input.captions} --captions-seps {params.seps}"
+        " --num-beams {params.beams} --max-len {params.max_len} --device {params.device} --threads 1"
+        " --out {output.json} > {log} 2>&1"
+
+
+rule bias_groups:
+    """Official metrics per F-E bias group of the test videos, FACE-net beside the retrieval baseline."""
+    input:
+        facenet=f"{RESULTS}/{{ds}}/predictions.json",
+        retrieval_baseline=f"{RESULTS}/{{ds}}/baselines/retrieval/predictions.json",
+        references=f"{RESULTS}/{{ds}}/references/test.json",
+        lexicon=lexicon_dir,
+        captions=caption_files("test"),
+    output:
+        json=f"{RESULTS}/{{ds}}/bias_groups.json",
+        md=f"{RESULTS}/{{ds}}/bias_groups.md",
+    params:
+        runs=lambda w, input: f"facenet={input.facenet} retrieval_baseline={input.retrieval_baseline}",
+        seps=caption_seps("test"),
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/bias_groups.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/bias_groups.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc bias-groups --predictions {params.runs} --references {input.references} --lexicon {input.lexicon}"
+        " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"
+        " --out {output.json} > {log} 2>&1"
+
+
+
+def explain_videos_dir(w):
+    """The dataset's video folder for the frame strip, or [] (EPAN-imported features have none)."""
+    ds = dataset(w.ds)
+    if ds["data"].get("demo"):
+        return f"{ds['data']['demo']['out']}/videos"
+    return ds["features"].get("videos") or []
+
+
+rule explain:
+    """Per test video: retrieved triplets, alpha / theta / g, emotion attention, gates and the caption."""
+    input:
+        unpack(artifacts),
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        captions=caption_files("test"),
+        references=f"{RESULTS}/{{ds}}/references/test.json",
+        lexicon=lexicon_dir,
+        videos=explain_videos_dir,
+    output:
+        report(
+            directory(f"{RESULTS}/{{ds}}/explain"),
+            patterns=["{video}.png"],
+            category="Explain",
+            labels={"video": "{video}"},
+        ),
+    params:
+        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        seps=caption_seps("test"),
+        n=lambda w: dataset(w.ds)["analysis"]["explain_videos"],
+        videos=lambda w: f"--videos {shlex.quote(explain_videos_dir(w))}" if explain_videos_dir(w) else "",
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    log:
+        f"{RESULTS}/{{ds}}/logs/explain.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/explain.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc explain --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
+        " --triplets {input.triplets} --lexicon-h5 {input.lexicon_h5} --lexicon {input.lexicon}"
+        " --references {input.references} {params.videos} --captions {input.captions} --captions-seps {params.seps}"
+        " --first {params.n} --num-beams {params.beams} --max-len {params.max_len} --device {params.device}"
+        " --threads {threads} --out-dir {output} > {log} 2>&1"
