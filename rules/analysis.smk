@@ -117,3 +117,35 @@ rule explain:
         " --references {input.references} {params.videos} --captions {input.captions} --captions-seps {params.seps}"
         " --first {params.n} --num-beams {params.beams} --max-len {params.max_len} --device {params.device}"
         " --threads {threads} --out-dir {output} > {log} 2>&1"
+
+
+def ablation_metrics(w):
+    """variant -> metrics.json of every variant the dataset runs ('full' is the dataset's own run)."""
+    from facenet_evc.ablations import selected_variants
+
+    names = selected_variants(ablation_grid(), dataset(w.ds))
+    return {v: f"{RESULTS}/{w.ds}/metrics.json" if v == "full" else f"{RESULTS}/{w.ds}/ablations/{v}/metrics.json"
+            for v in names}
+
+
+rule ablation_table:
+    """The paper's ablations (Fig. 3, Tables 2-5) on this dataset: one trained variant per row."""
+    input:
+        unpack(ablation_metrics),
+        grid=ABLATIONS,
+    output:
+        md=report(f"{RESULTS}/{{ds}}/ablations/table.md", category="Ablations"),
+        csv=f"{RESULTS}/{{ds}}/ablations/table.csv",
+    params:
+        metrics=lambda w, input: " ".join(f"{v}={input[v]}" for v in ablation_metrics(w)),
+        note=lambda w: shlex.quote(f"Dataset {w.ds}; metrics x100 on the test split; best per table in bold; "
+                                   f"each variant trained with the dataset's train settings."),
+    log:
+        f"{RESULTS}/{{ds}}/logs/ablation_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/ablation_table.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc ablation-table --grid {input.grid} --metrics {params.metrics} --note {params.note}"
+        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"

@@ -27,6 +27,39 @@ def dataset(name):
     return cfg
 
 
+ABLATIONS = config["ablations"]
+
+
+@functools.cache
+def ablation_grid():
+    from facenet_evc.ablations import load_grid
+
+    return load_grid(ABLATIONS)
+
+
+@functools.cache
+def variant(name, v):
+    """Dataset `name` with ablation variant `v` merged in (config/ablations.yaml + ablations.overlays)."""
+    from facenet_evc.ablations import overlays, variant_config
+
+    base = dataset(name)
+    known = overlays(ablation_grid(), base)
+    if v not in known:
+        raise ValueError(f"unknown ablation variant {v!r} for {name}: known {sorted(known)}")
+    return variant_config(base, known[v], v)
+
+
+def run_prefix_variant(run):
+    """'' -> None (the dataset's own run); 'ablations/<v>/' -> '<v>'."""
+    return run.split("/")[1] if run else None
+
+
+def cfg(w):
+    """The config of the run a job belongs to: the dataset's, or an ablation variant's."""
+    v = run_prefix_variant(getattr(w, "run", ""))
+    return variant(w.ds, v) if v else dataset(w.ds)
+
+
 def caption_files(split):
     return lambda w: [c["path"] for c in dataset(w.ds)["data"]["captions"][split]]
 

