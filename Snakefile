@@ -23,6 +23,9 @@ rule all:
         f"{RESULTS}/demo/baselines/retrieval/metrics.json",
         f"{RESULTS}/demo/baselines/human/metrics.json",
         f"{RESULTS}/demo/bias_stats.json",
+        f"{RESULTS}/demo/metrics.md",
+        f"{RESULTS}/demo/bias_groups.md",
+        f"{RESULTS}/demo/explain",
 
 
 rule artifacts:

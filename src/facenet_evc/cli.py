@@ -323,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=run)
 
     # Analyses of a trained model (facenet_evc.analysis)
-    from facenet_evc.analysis import bias_groups, efficiency, explain
+    from facenet_evc.analysis import bias_groups, efficiency, explain, metrics_table
 
     for name, add, run, help_ in [
+        ("metrics-table", metrics_table.add_arguments, metrics_table.run_cli,
+         "several runs' metrics.json side by side (paper column order, x100) -> md"),
         ("efficiency", efficiency.add_arguments, efficiency.run_cli,
          "parameters, FLOPs, latency / throughput and peak memory of captioning (paper Table 6) -> JSON + md"),
         ("bias-groups", bias_groups.add_arguments, bias_groups.run_cli,
