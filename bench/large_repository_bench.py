@@ -72,11 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--centres", type=int, default=2000, help="Gaussian mixture components")
     p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the unit centres")
     p.add_argument("--nprobe", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
-    p.add_argument("--nlist", type=int, default=None, help="default: the package's default_nlist (about 4 sqrt(n))")
+    p.add_argument("--nlist", type=int, default=None, help="default: the package's default_nlist (about 2 sqrt(n))")
     p.add_argument("--train-sample", type=int, default=None, help="default: the package's default_train_sample")
     p.add_argument("--threads", type=int, default=2, help="FAISS threads")
     p.add_argument("--repeats", type=int, default=3, help="timed searches per setting (the best is kept)")
-    p.add_argument("--end-to-end", action="store_true", help="also run the run_retrieval stage once")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="also run the run_retrieval stage once (IVF, default nlist, --e2e-nprobe)")
+    p.add_argument("--e2e-nprobe", type=int, default=16, help="nprobe of --end-to-end (the config default: 16)")
     p.add_argument("--workdir", type=Path, default=None, help="where repository.h5 goes (default: a temp dir)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -154,9 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_h5(feats) as f:
             write_strings(f, "video_ids", qids[:m])
             f.create_dataset("mean", data=queries[:m])
-        nprobe = args.nprobe[len(args.nprobe) // 2]
         summary, total = timed(run_retrieval, feats, repo_path, work / "topk.h5", k=args.k, index_kind="ivf",
-                               nlist=args.nlist, nprobe=nprobe, threads=args.threads)
+                               nlist=args.nlist, nprobe=args.e2e_nprobe, threads=args.threads)
         with h5py.File(work / "topk.h5", "r") as f:
             rec = recall_at_k(f["indices"][()], exact[m])
         print(f"\nrun_retrieval (the workflow stage), IVF{summary['nlist']} nprobe={summary['nprobe']}, {m} videos: "

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--centres", type=int, default=2000, help="Gaussian mixture components")
     p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the unit centres")
     p.add_argument("--nprobe", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--nlist", type=int, default=None, help="default: about 4*sqrt(n)")
+    p.add_argument("--nlist", type=int, default=None, help="default: the package's default_nlist (about 2*sqrt(n))")
     p.add_argument("--train-sample", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="FAISS threads (default: all)")
     p.add_argument("--seed", type=int, default=0)

@@ -50,8 +50,8 @@ def variant(name, v):
 
 
 def run_prefix_variant(run):
-    """'' -> None (the dataset's own run); 'ablations/<v>/' -> '<v>'."""
-    return run.split("/")[1] if run else None
+    """'ablations/<v>/' -> '<v>'; anything else ('' or 'baselines/...') -> None: the dataset's own config."""
+    return run.split("/")[1] if run.startswith("ablations/") else None
 
 
 def cfg(w):

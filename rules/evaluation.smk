@@ -40,6 +40,8 @@ rule evaluate:
         f"{RESULTS}/{{ds}}/{{run}}metrics.json",
     wildcard_constraints:
         run="(|baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/|ablations/[a-z][a-z0-9_]*/)",
+    params:
+        on_undefined=lambda w: cfg(w)["evaluation"]["on_undefined"],
     log:
         f"{RESULTS}/{{ds}}/logs/{{run}}evaluate.log",
     benchmark:
@@ -48,7 +50,7 @@ rule evaluate:
         "../envs/evaluation.yaml"
     shell:
         "facenet-evc evaluate --predictions {input.predictions} --references {input.references}"
-        " --lexicon {input.lexicon} --out {output} > {log} 2>&1"
+        " --lexicon {input.lexicon} --on-undefined {params.on_undefined} --out {output} > {log} 2>&1"
 
 
 def msvd_args(w):

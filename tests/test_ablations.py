@@ -54,7 +54,9 @@ def test_selected_variants_default_skips_llms_and_checks_names(demo_cfg):
     grid = A.load_grid(GRID)
     names = A.selected_variants(grid, demo_cfg)
     assert names[0] == "full" and "t5" not in names and "opt" not in names
-    assert {"base", "re", "re_fc", "re_fc_ea", "k1", "k5", "no_refine", "emotion_first", "transformer"} <= set(names)
+    assert {"base", "re", "re_fc", "re_fc_ea", "k1", "k5", "no_refine", "emotion_first", "lstm"} <= set(names)
+    # the demo already decodes with the Transformer: that variant is the full run, not re-trained
+    assert "transformer" not in names and A.same_as_full(grid, demo_cfg) == ["transformer"]
     picked = {**demo_cfg, "ablations": {"variants": ["k1", "t5"], "overlays": {}}}
     assert A.selected_variants(grid, picked) == ["full", "k1", "t5"]
     with pytest.raises(ValueError, match="unknown.*'k9'"):

@@ -76,7 +76,20 @@ def selected_variants(grid: Mapping[str, Any], dataset_cfg: Mapping[str, Any]) -
     if unknown:
         raise ValueError(f"{dataset_cfg.get('_source', 'config')}: ablations.variants: unknown {unknown} "
                          f"(known: {sorted(known)})")
-    return [FULL] + [n for n in chosen if n != FULL]
+    # A variant that changes nothing is the full run again (e.g. `transformer` for a dataset
+    # whose decoder already is the Transformer): its row is the full run's, not a re-training.
+    base = {k: v for k, v in dataset_cfg.items() if not k.startswith("_")}
+    return [FULL] + [n for n in chosen if n != FULL and variant_config(dataset_cfg, known[n], n) != {
+        **base, "_source": dataset_cfg.get("_source", "config"), "_variant": n}]
+
+
+def same_as_full(grid: Mapping[str, Any], dataset_cfg: Mapping[str, Any]) -> list[str]:
+    """Variants whose overlay leaves the dataset config unchanged (their row is ``full``'s)."""
+    chosen = dataset_cfg.get("ablations", {}).get("variants")
+    if chosen is None:
+        chosen = [n for n in grid["variants"] if n not in grid.get("needs_weights", [])]
+    run = set(selected_variants(grid, dataset_cfg))
+    return [n for n in chosen if n not in run]
 
 
 def variant_config(dataset_cfg: Mapping[str, Any], overlay: Mapping[str, Any], name: str) -> dict[str, Any]:

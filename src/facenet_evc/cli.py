@@ -40,7 +40,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facenet_evc.io import write_json
 
     t0 = time.perf_counter()
-    metrics = evaluate_files(args.predictions, args.references, args.lexicon, meteor=not args.no_meteor)
+    metrics = evaluate_files(args.predictions, args.references, args.lexicon, meteor=not args.no_meteor,
+                             on_undefined=args.on_undefined)
     log.info("evaluated %d videos in %.1f s", metrics["n_videos"], time.perf_counter() - t0)
     if args.out:
         write_json(args.out, metrics)
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
     s.add_argument("--out", help="M.json to write (also printed)")
     s.add_argument("--no-meteor", action="store_true", help="skip METEOR (no Java needed); not the official numbers")
+    s.add_argument("--on-undefined", choices=["raise", "null"], default="raise",
+                   help="where the official Acc_c overflows (N_h == N_r1 > 0, e.g. a tiny test split): stop with an "
+                        "error (default) or write Acc_c, BFS, CFS as null with the reason")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("prepare-references", help="normalise caption CSVs into R.json as EPAN's loader does")

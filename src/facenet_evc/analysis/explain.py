@@ -28,7 +28,8 @@ Ablations: a module that is off leaves its entries ``null`` in the JSON and its 
 the figure, with a line in ``omitted`` saying why (RE off: no retrieval at all; FC off: no
 alpha/theta; SR or CR off: alpha or theta are constant ones and not shown; EA off: no emotion
 attention and no B_e; BA off: g = 1/K and no gates). With ``order: emotion_first`` the
-lexicon attention comes from the video alone and is the same for every triplet.
+lexicon attention comes from the video alone and is the same for every triplet (said in
+``notes``).
 """
 from __future__ import annotations
 
@@ -111,9 +112,14 @@ def omitted_panels(cfg: Any) -> list[str]:
         out.append("EA off (use_pvea: false): no lexicon attention (eq. 19) and no emotional gate B_e")
     if not cfg.use_dbar:
         out.append("BA off (use_dbar: false): g = 1/K (plain mean) and no gates B_f, B_e (eq. 24-26)")
-    if cfg.use_pvea and cfg.order == "emotion_first":
-        out.append("order emotion_first: emotions are mined from the video alone, the same for every triplet")
     return out
+
+
+def config_notes(cfg: Any) -> list[str]:
+    """What a reader must know to read the panels that are shown."""
+    if cfg.use_retrieval and cfg.use_pvea and cfg.order == "emotion_first":
+        return ["order emotion_first: emotions are mined from the video alone, the same for every triplet"]
+    return []
 
 
 @torch.no_grad()
@@ -163,6 +169,7 @@ def video_record(
         "config": {k: getattr(cfg, k) for k in ("use_retrieval", "use_fcue", "self_refine", "cross_refine",
                                                 "use_pvea", "use_dbar", "order", "k", "n_frames", "decoder")},
         "omitted": omitted_panels(cfg),
+        "notes": config_notes(cfg),
         "caption": model.decoder.decode_tokens(list(ids)),
         "retrieved": [],
         "alpha": None, "theta": None, "g": None,

@@ -76,7 +76,12 @@ def _caption_lines(rec: Mapping[str, Any], width: int) -> list[tuple[str, dict[s
         out.append(("  " + line, {"color": "#1a1a8c", "size": FONT + 1}))
     ew = rec.get("emotion_words")
     if ew is not None:
-        words = ", ".join(f"{w['word']} ({'/'.join(w['categories'])})" for w in ew["caption"]) or "none"
+        counts: dict[str, int] = {}
+        cats: dict[str, str] = {}
+        for w in ew["caption"]:
+            counts[w["word"]] = counts.get(w["word"], 0) + 1
+            cats[w["word"]] = "/".join(w["categories"])
+        words = ", ".join(f"{w}{f' ×{n}' if n > 1 else ''} ({cats[w]})" for w, n in counts.items()) or "none"
         for line in textwrap.wrap(f"emotion words: {words}", width):
             out.append(("  " + line, {"color": NOTE_COLOR}))
     out.append(("", {}))
@@ -130,7 +135,7 @@ def _plot_alpha(ax: Any, rec: Mapping[str, Any]) -> None:
     for tick, y in zip(ax.get_yticklabels(), ys):
         tick.set_color(_triplet_colors(K)[y // pitch])
     ax.invert_yaxis()
-    ax.set_xlim(0, max(alpha.max() * 1.3, 0.5))
+    ax.set_xlim(0, max(alpha.max() * 1.6, 0.6))  # room for the value labels and the legend
     ax.axvline(1 / 3, color=NOTE_COLOR, lw=0.8, ls="--")
     ax.set_xlabel("α (rows sum to 1; dashed: uniform 1/3)", fontsize=FONT)
     spread = float(alpha.max() - alpha.min())
@@ -249,10 +254,11 @@ def plot_explanation(rec: Mapping[str, Any], out_png: str | Path, frames: np.nda
     cap_lines = _caption_lines(rec, 92)
     ret_lines = _retrieved_lines(rec, colors, 92) if retrieval else []
     omitted = rec.get("omitted") or []
+    n_notes = len(omitted) + len(rec.get("notes") or [])
     emo_legend_rows = -(-(K + 1) // 3)  # legend below the emotion curves, 3 columns
 
     # (kind, gap above, height) in inches, top to bottom
-    rows: list[tuple[str, float, float]] = [("title", 0.15, (3 + len(omitted)) * line_in * 1.1)]
+    rows: list[tuple[str, float, float]] = [("title", 0.15, (3 + n_notes) * line_in * 1.1)]
     if frames is not None:
         rows.append(("frames", 0.35, 1.6))
     rows.append(("text", 0.2, (max(len(cap_lines), len(ret_lines)) + 0.5) * line_in))
@@ -282,6 +288,8 @@ def plot_explanation(rec: Mapping[str, Any], out_png: str | Path, frames: np.nda
                       color=NOTE_COLOR)
             for s in omitted:
                 lines.add(f"omitted: {s}", color="#a33", size=FONT)
+            for s in rec.get("notes") or []:
+                lines.add(f"note: {s}", color="#a33", size=FONT)
         elif kind == "frames":
             n, fh, fw, _ = frames.shape
             sep = max(2, fw // 16)

@@ -19,7 +19,7 @@ def metrics_markdown(runs: Mapping[str, Mapping[str, float]], title: str = "Test
         missing = [c for c in COLUMNS if c not in m]
         if missing:
             raise ValueError(f"metrics of {name!r}: missing {missing}")
-        cells = [f"{100 * float(m[c]):.1f}" for c in COLUMNS]
+        cells = ["—" if m[c] is None else f"{100 * float(m[c]):.1f}" for c in COLUMNS]  # None: undefined Acc_c
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {m.get('n_videos', '')} |")
     return "\n".join(lines) + "\n"
 

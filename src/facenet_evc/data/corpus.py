@@ -1,7 +1,7 @@
 """External caption corpora added to the retrieval repository beside the training captions.
 
-The paper's failure case is a repository too small to hold a caption similar to the video
-(Sec. 4.5); any caption collection can widen it. A corpus is either
+The paper's second failure case (Sec. 4.6, Fig. 4) is a repository too small to hold a
+caption similar to the video; any caption collection can widen it. A corpus is either
 
 * a plain text file, one caption per line (``column`` None), or
 * a delimited file with a header row and a caption column (``column`` named; the
@@ -15,8 +15,9 @@ drops them.
 
 A corpus may hold millions of captions, so it is read as a stream (:func:`iter_corpus_lines`,
 :func:`iter_corpus`); the repository stage reads it once to validate and count it (an error
-then costs seconds, not an hour of encoding) and once more to encode it chunk by chunk. An empty caption, a missing column, a
-short row or a line that is not UTF-8 is an error naming the file and line.
+then costs seconds, not an hour of encoding) and once more to encode it chunk by chunk. An
+empty caption, a missing column, a short row or a line that is not UTF-8 is an error naming
+the file and line.
 """
 from __future__ import annotations
 

@@ -85,10 +85,14 @@ def evaluate(
     return out
 
 
-def evaluate_files(predictions: str | Path, references: str | Path, lexicon: str | Path, meteor: bool = True) -> dict[str, float]:
+def evaluate_files(predictions: str | Path, references: str | Path, lexicon: str | Path, meteor: bool = True,
+                   on_undefined: str = "raise") -> dict[str, Any]:
     """:func:`evaluate` on ``P.json`` / ``R.json`` files, with errors naming the files."""
     from facenet_evc.io import read_json
 
     preds, refs = read_json(predictions), read_json(references)
     check_inputs(preds, refs, where=(str(predictions), str(references)))
-    return evaluate(preds, refs, lexicon, meteor=meteor)
+    try:
+        return evaluate(preds, refs, lexicon, meteor=meteor, on_undefined=on_undefined)
+    except EmotionMetricError as e:
+        raise EmotionMetricError(f"{predictions}: {e} (evaluate --on-undefined null reports it as null)") from None

@@ -9,8 +9,8 @@ captions + every lexicon word, EPAN style), the decoder and FaceNet, then runs A
   in at validation steps; floats are written with ``repr`` so two identical runs give
   byte-identical logs;
 * ``out_dir/curves.png`` — losses and validation CFS against the step;
-* ``out_dir/last/`` every ``ckpt_every`` steps and at the end; ``out_dir/best/`` whenever
-  the validation CFS improves (:mod:`.checkpoint` for the layout);
+* ``out_dir/last/`` every ``ckpt_every`` steps and at the end; ``out_dir/best/`` at the first
+  validation and whenever the validation CFS improves (:mod:`.checkpoint` for the layout);
 * ``out_dir/split.json`` — the training and held-out video ids.
 
 Resume: when ``out_dir/last/`` exists the run continues from it (model config must match,
@@ -82,7 +82,7 @@ from facenet_evc.training.data import (
     to_device,
 )
 from facenet_evc.training.distributed import DistContext, init_distributed, loss_counts, per_rank_batch, rank_loss
-from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions, resolve_device
+from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +422,12 @@ def _train(
                 state.metrics = dctx.broadcast(state.metrics)  # the other ranks wait here for rank 0
                 row.update(state.metrics)
                 score = state.metrics[SELECT_METRIC]
-                if math.isfinite(score) and score > state.best_metric:
-                    state.best_metric, state.best_step = score, state.step
+                # The first validation always gives a best/ checkpoint, even when its score is
+                # undefined (the official Acc_c overflows on degenerate captions): predict needs one,
+                # and any later finite score replaces it.
+                if state.best_step < 0 or (math.isfinite(score) and score > state.best_metric):
+                    state.best_metric = score if math.isfinite(score) else -math.inf
+                    state.best_step = state.step
                     save("best")
                 if dctx.is_main:
                     bar.write(f"step {state.step}: " + " ".join(f"{k} {state.metrics[k]:.4f}" for k in VAL_METRICS))
