@@ -64,6 +64,36 @@ rule bias_groups:
         " --out {output.json} > {log} 2>&1"
 
 
+rule bias_groups_ba:
+    """Does bias adjustment help each F-E bias group? FACE-net with and without BA (ablation re_fc_ea)."""
+    input:
+        facenet=f"{RESULTS}/{{ds}}/predictions.json",
+        ba_off=f"{RESULTS}/{{ds}}/ablations/re_fc_ea/predictions.json",
+        retrieval_baseline=f"{RESULTS}/{{ds}}/baselines/retrieval/predictions.json",
+        references=f"{RESULTS}/{{ds}}/references/test.json",
+        lexicon=lexicon_dir,
+        captions=caption_files("test"),
+    output:
+        json=f"{RESULTS}/{{ds}}/ablations/bias_groups.json",
+        md=report(f"{RESULTS}/{{ds}}/ablations/bias_groups.md", category="Metrics per bias group"),
+    params:
+        runs=lambda w, input: (f"facenet={input.facenet} facenet_without_BA={input.ba_off}"
+                               f" retrieval_baseline={input.retrieval_baseline}"),
+        seps=caption_seps("test"),
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/bias_groups_ba.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/bias_groups_ba.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc bias-groups --predictions {params.runs} --references {input.references} --lexicon {input.lexicon}"
+        " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"
+        " --out {output.json} > {log} 2>&1"
+
+
 
 def explain_videos_dir(w):
     """The dataset's video folder for the frame strip, or [] (EPAN-imported features have none)."""
