@@ -260,6 +260,31 @@ def test_model_config_mismatch_is_named(reference, art, tmp_path):
         load_checkpoint(out / "last", expected_model_config={**MODEL_CFG, "n_queries": 8})
 
 
+def test_changed_settings_or_inputs_do_not_resume_stale_weights(reference, art, tmp_path):
+    """run.json fingerprints a run: another setting or input file is an error, or (as the
+    workflow asks) a fresh start; same settings resume."""
+    ref_out, ref_summary = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    kw = train_kwargs(art, out)
+    kw["model_cfg"] = {**MODEL_CFG, "delta": MODEL_CFG.get("delta", 0.1) + 1.0}
+    with pytest.raises(ValueError, match=r"other settings or inputs \(changed: model_config\.delta\)"):
+        train(**kw)
+    assert (out / "last").is_dir()  # nothing discarded without the flag
+    # another features file (same shapes, other values): only the input changed
+    feats = tmp_path / "features.h5"
+    shutil.copy(art["features"], feats)
+    with h5py.File(feats, "r+") as f:
+        f["frames"][0] = f["frames"][0] + 1.0
+    kw2 = {**train_kwargs(art, out), "features_h5": str(feats), "restart_if_changed": True}
+    summary = train(**kw2)
+    assert summary["step"] == ref_summary["step"]
+    log_rows = _read_log(out / "log.csv")
+    assert [int(r["step"]) for r in log_rows] == list(range(1, ref_summary["step"] + 1))  # a fresh log
+    assert json.loads((out / "run.json").read_text())["inputs"]["features"] != \
+        json.loads((ref_out / "run.json").read_text())["inputs"]["features"]
+
+
 def test_checkpoint_survives_kill_between_renames(tmp_path):
     model = torch.nn.Linear(3, 2)
     path = tmp_path / "last"

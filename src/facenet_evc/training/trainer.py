@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,7 +60,7 @@ from tqdm import tqdm
 
 from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normalize_caption, read_split
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
-from facenet_evc.io import atomic_path, write_json, write_text
+from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
 from facenet_evc.models.config import FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.training.checkpoint import (
@@ -254,6 +255,7 @@ def train(
     lexicon_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    restart_if_changed: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume training) FACE-net; returns a summary (steps, best and last validation metrics).
 
@@ -266,6 +268,10 @@ def train(
         out_dir: log, curves, ``last/``, ``best/``; resumed from ``last/`` when present.
         callback: called after every step with (step, log row), e.g. for external logging; under
             torchrun on every rank, with the global batch's losses.
+        restart_if_changed: ``out_dir`` holds a run of other inputs or settings (its
+            ``run.json`` fingerprint differs): start afresh, discarding it, instead of raising.
+            The workflow sets it, so a changed config or artifact re-trains rather than
+            resuming stale weights, while a killed run of the same inputs still resumes.
     """
     # sizes the artifacts fix (N, d_v, K, d_T, d_E) are taken from them unless given
     dims = artifact_dims(features_h5, topk_h5, triplets_h5, lexicon_h5)
@@ -279,12 +285,58 @@ def train(
         torch.set_num_threads(tcfg.threads)
     try:
         per_rank_batch(tcfg.batch_size, dctx.world_size)  # the global batch must split evenly over the ranks
+        fingerprint = run_fingerprint(cfg, tcfg, {
+            "features": features_h5, "topk": topk_h5, "triplets": triplets_h5, "lexicon_h5": lexicon_h5,
+            **{f"captions[{i}]": getattr(c, "path", c) for i, c in enumerate(captions)}})
+        if dctx.is_main:
+            check_run_dir(out, fingerprint, restart_if_changed)
+        dctx.barrier()
         with _deterministic(device):
             return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
                           _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx)
     finally:
         torch.set_num_threads(threads_before)
         dctx.close()
+
+
+# Settings a resume may change: how a run is executed or shown, and how long it runs (a longer
+# max_steps continues the same run; the weights up to the checkpoint do not depend on it).
+_UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every"}
+RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json")
+
+
+def run_fingerprint(cfg: FaceNetConfig, tcfg: TrainConfig, inputs: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
+    """What a run's weights depend on: both configs and the SHA-256 of every input file (by role,
+    so the same files under another path still match)."""
+    fp = {"model_config": cfg.to_dict(),
+          "train_config": {k: v for k, v in tcfg.to_dict().items() if k not in _UNFINGERPRINTED},
+          "inputs": {role: file_sha256(p) for role, p in inputs.items()}}
+    return json.loads(json.dumps(fp))  # as run.json reads back (tuples become lists)
+
+
+def check_run_dir(out: Path, fingerprint: dict[str, Any], restart_if_changed: bool) -> None:
+    """Keep ``out`` for resuming only if it was started with the same fingerprint (``run.json``)."""
+    path = out / "run.json"
+    if path.is_file():
+        old = read_json(path)
+        if old != fingerprint:
+            changed = [f"{section}.{k}" for section in ("model_config", "train_config")
+                       for k in sorted(set(old.get(section, {})) | set(fingerprint[section]))
+                       if old.get(section, {}).get(k) != fingerprint[section].get(k)]
+            changed += [f"input {role}" for role in sorted(set(old.get("inputs", {})) | set(fingerprint["inputs"]))
+                        if old.get("inputs", {}).get(role) != fingerprint["inputs"].get(role)]
+            if not restart_if_changed:
+                raise ValueError(f"{out}: holds a run of other settings or inputs (changed: {', '.join(changed[:8])}); "
+                                 "delete the folder or pass --restart-if-changed")
+            log.warning("%s: settings or inputs changed (%s): starting afresh", out, ", ".join(changed[:8]))
+            for name in RUN_FILES:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    if not path.is_file():
+        write_json(path, fingerprint)
 
 
 def _train(
@@ -523,6 +575,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", default=None, help="FaceNetConfig: JSON/YAML file or inline JSON/YAML")
     parser.add_argument("--train-config", default=None, help="TrainConfig: JSON/YAML file or inline JSON/YAML")
     parser.add_argument("--out", required=True, help="output folder (resumed from <out>/last when present)")
+    parser.add_argument("--restart-if-changed", action="store_true",
+                        help="if --out holds a run of other settings or inputs, discard it and start afresh "
+                             "(default: stop with an error)")
 
 
 def run_train_cli(args: argparse.Namespace) -> int:
@@ -531,7 +586,8 @@ def run_train_cli(args: argparse.Namespace) -> int:
     summary = train(_checked_mapping(args.model_config, "--model-config", FaceNetConfig),
                     _checked_mapping(args.train_config, "--train-config", TrainConfig),
                     args.features, args.topk, args.triplets, args.lexicon_h5,
-                    cli_sources(args.captions, args.captions_seps), args.lexicon, args.out)
+                    cli_sources(args.captions, args.captions_seps), args.lexicon, args.out,
+                    restart_if_changed=args.restart_if_changed)
     if int(os.environ.get("RANK") or 0) == 0:  # one summary under torchrun
         print(json.dumps(summary, indent=2))
     return 0
