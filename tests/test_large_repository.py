@@ -201,7 +201,7 @@ def _synthetic_repository(tmp_path: Path, rng: np.random.Generator, d: int = 32)
     return path, feats, emb, vids
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf_sq8"])
 def test_retrieval_returns_external_but_never_own_captions(tmp_path, kind):
     path, feats, _, vids = _synthetic_repository(tmp_path, np.random.default_rng(0))
     out = tmp_path / "topk.h5"
@@ -217,6 +217,22 @@ def test_retrieval_returns_external_but_never_own_captions(tmp_path, kind):
     assert t["attrs"]["num_external_in_repository"] == 2000 and t["attrs"]["num_videos_in_repository"] == 10
 
 
+def test_ivf_sq8_scores_are_exact_cosines():
+    rng = np.random.default_rng(2)
+    x, _ = clustered(4000, 32, 40, 1.0, rng)
+    q, _ = clustered(30, 32, 40, 1.0, rng)
+    index = R.build_index(x, kind="ivf_sq8", nlist=40, nprobe=40, use_gpu=False)
+    params = R.index_params(index)
+    assert params["index_kind"] == "ivf_sq8" and params["refine_k_factor"] == R.REFINE_K_FACTOR
+    idx, sc = R.retrieve_topk(index, q, 4, [f"q{i}" for i in range(30)], ["r"] * len(x))
+    ex_idx, ex_sc = R.numpy_topk(x, q, 4)
+    # all lists probed: the 8-bit codes only preselect, the re-ranking with exact vectors decides
+    np.testing.assert_array_equal(idx, ex_idx)
+    np.testing.assert_allclose(sc, ex_sc, atol=1e-5)
+    with pytest.raises(ValueError, match="CPU only"):
+        R.build_index(x, kind="ivf_sq8", use_gpu=True)
+
+
 def test_query_with_the_external_id_is_refused():
     emb = np.eye(4, dtype=np.float32)
     index = R.build_index(emb, kind="flat")
@@ -224,7 +240,7 @@ def test_query_with_the_external_id_is_refused():
         R.retrieve_topk(index, emb[:1], 1, [EXTERNAL_VIDEO_ID], ["a", "b", "c", EXTERNAL_VIDEO_ID])
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf_sq8"])
 def test_index_built_from_hdf5_equals_in_memory(tmp_path, kind):
     rng = np.random.default_rng(1)
     x, _ = clustered(5000, 32, 50, 1.0, rng)

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", required=True, help="clip_frames.h5")
     s.add_argument("--repository", required=True, help="repository.h5 (build-repository)")
     s.add_argument("--k", type=int, default=4)
-    s.add_argument("--index", choices=["flat", "ivf"], default="flat")
+    s.add_argument("--index", choices=["flat", "ivf", "ivf_sq8"], default="flat")
     s.add_argument("--nlist", type=int, default=None)
     s.add_argument("--nprobe", type=int, default=16)
     s.add_argument("--threads", type=int, default=None)

@@ -28,7 +28,9 @@ from facenet_evc.io import atomic_h5, read_strings, write_strings
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "ivf")
+INDEX_KINDS = ("flat", "ivf", "ivf_sq8")
+# ivf_sq8 re-ranks this many times the asked-for candidates with the exact vectors.
+REFINE_K_FACTOR = 4
 # FAISS GPU k-selection is limited to this many results per query; wider searches go to a CPU copy.
 GPU_MAX_K = 2048
 # Rows normalised and added at a time, so a 1M x 512 repository is never copied whole.
@@ -170,13 +172,15 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 def index_params(index: faiss.Index) -> dict[str, Any]:
     """Kind, size and IVF parameters of an index built by :func:`build_index` (for attrs/logs)."""
     ivf = _ivf_of(index)
+    refine = isinstance(index, faiss.IndexRefine)
     return {
-        "index_kind": "ivf" if ivf is not None else "flat",
+        "index_kind": "ivf_sq8" if refine else "ivf" if ivf is not None else "flat",
         "ntotal": int(index.ntotal),
         "dim": int(index.d),
         "nlist": int(ivf.nlist) if ivf is not None else None,
         "nprobe": int(ivf.nprobe) if ivf is not None else None,
         "gpu": _is_gpu_index(index),
+        "refine_k_factor": float(index.k_factor) if refine else None,
     }
 
 
@@ -204,13 +208,17 @@ def build_index(
 
     Args:
         embeddings: (n, d) caption embeddings; any float dtype; ndarray, np.memmap or h5py dataset.
-        kind: ``"flat"`` (exact ``IndexFlatIP``) or ``"ivf"`` (``IndexIVFFlat``, inner product).
+        kind: ``"flat"`` (exact ``IndexFlatIP``), ``"ivf"`` (``IndexIVFFlat``, inner product) or
+            ``"ivf_sq8"``: IVF over 8-bit scalar-quantised vectors (a quarter of the bytes to
+            scan, and an IVF search is bound by memory bandwidth), whose ``REFINE_K_FACTOR``
+            x k best are re-ranked with the exact vectors (``IndexRefineFlat``; CPU only).
         nlist: IVF lists; default :func:`default_nlist` (≈ 2·sqrt(n)).
         nprobe: IVF lists visited per query (clamped to ``nlist``).
         train_sample: rows drawn (without replacement, with ``seed``) to train the IVF
             coarse quantizer; default :func:`default_train_sample`.
         seed: seed for the training sample and k-means initialisation.
-        use_gpu: move the index to all GPUs; None = when the FAISS GPU build sees a GPU.
+        use_gpu: move the index to all GPUs; None = when the FAISS GPU build sees a GPU
+            (never for ``ivf_sq8``).
         threads: FAISS OpenMP threads for training/adding (None: FAISS' current setting).
     """
     x = _rows_2d("embeddings", embeddings)
@@ -220,7 +228,9 @@ def build_index(
     if kind not in INDEX_KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
     if use_gpu is None:
-        use_gpu = gpu_available()
+        use_gpu = gpu_available() and kind != "ivf_sq8"
+    elif use_gpu and kind == "ivf_sq8":
+        raise ValueError("index kind 'ivf_sq8' runs on the CPU only; use 'ivf' or 'flat' on a GPU")
     elif use_gpu and not gpu_available():
         raise RuntimeError("use_gpu=True but this FAISS build has no GPU support or sees no GPU")
 
@@ -241,7 +251,10 @@ def build_index(
                 raise ValueError(f"train_sample={train_sample} is smaller than nlist={nlist}")
             # The factory gives an IndexFlatIP quantizer trained by spherical k-means, which
             # suits normalised vectors compared by inner product.
-            index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            codes = "Flat" if kind == "ivf" else "SQ8,RFlat"
+            index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+            if kind == "ivf_sq8":
+                index.k_factor = float(REFINE_K_FACTOR)
             ivf = faiss.extract_index_ivf(index)
             ivf.cp.seed = int(seed)
             rng = np.random.default_rng(seed)
@@ -266,7 +279,7 @@ def build_index(
 
         if use_gpu:
             index = faiss.index_cpu_to_all_gpus(index)
-            if kind == "ivf":
+            if kind != "flat":
                 # Set again: not every cloner version carries nprobe over.
                 set_nprobe(index, int(min(nprobe, nlist)))
     return index
