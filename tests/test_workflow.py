@@ -78,7 +78,7 @@ def test_reduced_demo_end_to_end(workflow):
 def test_retrieval_change_reruns_only_downstream(workflow):
     tmp, extra, cfg = workflow
     changed = yaml.safe_load(cfg.read_text())
-    changed["retrieval"]["nprobe"] = 4  # a retrieval-only setting
+    changed["retrieval"]["nprobe"] = 8  # a retrieval-only setting (the default is 4)
     cfg2 = tmp / "demo_small_changed.yaml"
     cfg2.write_text(yaml.safe_dump(changed))
     extra2 = tmp / "extra2.yaml"

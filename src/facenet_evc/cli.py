@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=4)
     s.add_argument("--index", choices=["flat", "ivf", "ivf_sq8"], default="flat")
     s.add_argument("--nlist", type=int, default=None)
-    s.add_argument("--nprobe", type=int, default=16)
+    s.add_argument("--nprobe", type=int, default=4, help="IVF lists searched per video")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_retrieve)

@@ -170,7 +170,7 @@ def video_embeddings(features_path: str | Path) -> tuple[list[str], np.ndarray, 
 
 
 def run_retrieval(features_path: str | Path, repository_path: str | Path, out_path: str | Path, k: int = 4,
-                  index_kind: str = "flat", nlist: int | None = None, nprobe: int = 16,
+                  index_kind: str = "flat", nlist: int | None = None, nprobe: int = 4,
                   threads: int | None = None) -> dict[str, Any]:
     """Top-K repository captions for every video of the features file (eq. 5-6).
 

@@ -293,7 +293,7 @@ def train(
         dctx.barrier()
         with _deterministic(device):
             return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
-                          _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx)
+                          _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx, fingerprint)
     finally:
         torch.set_num_threads(threads_before)
         dctx.close()
@@ -315,7 +315,8 @@ def run_fingerprint(cfg: FaceNetConfig, tcfg: TrainConfig, inputs: Mapping[str, 
 
 
 def check_run_dir(out: Path, fingerprint: dict[str, Any], restart_if_changed: bool) -> None:
-    """Keep ``out`` for resuming only if it was started with the same fingerprint (``run.json``)."""
+    """Keep ``out`` for resuming only if it was started with the same fingerprint (``run.json``,
+    written by :func:`_train` once the inputs are checked, when a run starts)."""
     path = out / "run.json"
     if path.is_file():
         old = read_json(path)
@@ -335,8 +336,6 @@ def check_run_dir(out: Path, fingerprint: dict[str, Any], restart_if_changed: bo
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-    if not path.is_file():
-        write_json(path, fingerprint)
 
 
 def _train(
@@ -352,6 +351,7 @@ def _train(
     device: torch.device,
     callback: Callable[[int, dict[str, Any]], None] | None,
     dctx: DistContext = DistContext(),
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # ---- data
     trainval = read_split(sources)
@@ -400,6 +400,8 @@ def _train(
         state, _ = load_checkpoint(ckpt, model, optimizer, scheduler, cfg.to_dict(), restore_rng_state=True)
         log.info("resumed from %s at step %d (epoch %d, sample %d)", ckpt, state.step, state.epoch, state.pos)
     elif dctx.is_main:
+        if fingerprint is not None:
+            write_json(out / "run.json", fingerprint)
         write_json(out / "split.json", {"seed": tcfg.seed, "val_fraction": tcfg.val_fraction,
                                         "train": train_ids, "val": val_ids})
     dctx.seed_rank(tcfg.seed, ckpt, state.step)  # ranks > 0: their own dropout stream (no-op for one process)
