@@ -162,18 +162,26 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def named_metrics(items: list[str], flag: str = "--metrics") -> dict[str, dict]:
+    """``NAME=PATH`` arguments -> ``{name: the metrics.json at path}``, in the given order."""
+    from facenet_evc.io import read_json
+
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} {item!r}: expected NAME=PATH")
+        out[name] = read_json(path)
+    return out
+
+
 def cmd_ablation_table(args: argparse.Namespace) -> int:
     """Collect the variants' metrics.json into the paper-ordered ablation tables (md + csv)."""
     from facenet_evc.ablations import load_grid, table_rows, to_csv, to_markdown
-    from facenet_evc.io import read_json, write_text
+    from facenet_evc.io import write_text
 
     grid = load_grid(args.grid)
-    metrics = {}
-    for item in args.metrics:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"--metrics {item!r}: expected NAME=PATH")
-        metrics[name] = read_json(path)
+    metrics = named_metrics(args.metrics)
     rows = table_rows(grid, metrics)
     missing = sorted(set(metrics) - {r["variant"] for r in rows})
     if missing:
@@ -297,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facenet_evc.stages import clip_features, clip_pretrain, feature_shards, triplets
     from facenet_evc.training import predict, trainer
     from facenet_evc.inference import caption, export
+    from facenet_evc.analysis import bias_groups, efficiency, explain, metrics_table
 
     for name, add, run, help_ in [
         ("make-demo", demo.add_arguments, demo.run_cli,
@@ -321,15 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
          "a self-contained model directory (weights, repository + FAISS index, triplets, CLIP) for `caption`"),
         ("caption", caption.add_caption_arguments, caption.run_caption_cli,
          "caption new video files with an exported model directory"),
-    ]:
-        s = sub.add_parser(name, help=help_)
-        add(s)
-        s.set_defaults(func=run)
-
-    # Analyses of a trained model (facenet_evc.analysis)
-    from facenet_evc.analysis import bias_groups, efficiency, explain, metrics_table
-
-    for name, add, run, help_ in [
+        # analyses of a trained model (facenet_evc.analysis)
         ("metrics-table", metrics_table.add_arguments, metrics_table.run_cli,
          "several runs' metrics.json side by side (paper column order, x100) -> md"),
         ("efficiency", efficiency.add_arguments, efficiency.run_cli,

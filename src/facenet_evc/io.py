@@ -94,6 +94,18 @@ def read_strings(dataset: h5py.Dataset) -> list[str]:
     return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
+def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped text)`` of every line of a UTF-8 text file (blank lines too,
+    as ``""``; a BOM on line 1 is dropped); a line that is not UTF-8 is an error naming file:line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: line is not UTF-8 text ({e.reason})") from None
+            yield lineno, (line.lstrip("\ufeff") if lineno == 1 else line).strip()
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (stamped into artifacts to name their inputs)."""
     h = hashlib.sha256()

@@ -9,7 +9,7 @@ import argparse
 from typing import Mapping
 
 from facenet_evc.ablations import COLUMNS, HEADERS
-from facenet_evc.io import read_json, write_text
+from facenet_evc.io import write_text
 
 
 def metrics_markdown(runs: Mapping[str, Mapping[str, float]], title: str = "Test metrics") -> str:
@@ -31,13 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    runs = {}
-    for item in args.metrics:
-        name, sep, path = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--metrics {item!r}: expected NAME=PATH")
-        runs[name] = read_json(path)
-    text = metrics_markdown(runs, args.title)
+    from facenet_evc.cli import named_metrics
+
+    text = metrics_markdown(named_metrics(args.metrics), args.title)
     write_text(args.out, text)
     print(text)
     return 0

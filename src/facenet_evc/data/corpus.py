@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from facenet_evc.io import iter_text_lines
+
 EXTERNAL_VIDEO_ID = ""
 """Video id of an external caption in the repository: equal to no query video's id."""
 
@@ -55,18 +57,10 @@ def _check_file(path: Path) -> None:
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, caption) of a one-caption-per-line file; blank lines are errors."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: line is not UTF-8 text ({e.reason})") from None
-            if lineno == 1:
-                line = line.lstrip("\ufeff")
-            text = line.strip()
-            if not text:
-                raise ValueError(f"{path}:{lineno}: empty caption (expected one caption per line)")
-            yield lineno, text
+    for lineno, text in iter_text_lines(path):
+        if not text:
+            raise ValueError(f"{path}:{lineno}: empty caption (expected one caption per line)")
+        yield lineno, text
 
 
 def _iter_column(path: Path, column: str, sep: str) -> Iterator[tuple[int, str]]:

