@@ -25,7 +25,7 @@ from facenet_evc.cli import main
 from facenet_evc.io import atomic_h5, write_strings
 from facenet_evc.models.config import FaceNetConfig
 
-TINY = dict(d=8, d_v=6, d_t=5, d_e=3, n_frames=2, k=2, n_heads=2, ffn_mult=2, n_queries=4, dropout=0.0,
+TINY = dict(d=8, d_v=6, d_t=6, d_e=3, n_frames=2, k=2, n_heads=2, ffn_mult=2, n_queries=4, dropout=0.0,
             decoder="lstm", decoder_settings={"hidden_size": 8, "embed_size": 4, "attn_size": 4})
 
 

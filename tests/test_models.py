@@ -26,7 +26,7 @@ from facenet_evc.models.pvea import PVEA
 from facenet_evc.models.qformer import QFormer
 
 B, K, N, D, NW, C = 2, 4, 16, 32, 20, 5
-D_V, D_T, D_E = 48, 40, 24  # distinct input widths so every projection is exercised
+D_V, D_T, D_E = 48, 40, 24  # distinct input widths so every projection is exercised (literal reading)
 VOCAB, L = 30, 7
 PAD, BOS, EOS = 0, 1, 2
 
@@ -76,7 +76,9 @@ def _one_thread():
 
 
 def make_cfg(**kw) -> FaceNetConfig:
-    base = dict(d=D, d_v=D_V, d_t=D_T, d_e=D_E, n_frames=N, k=K, n_heads=4, ffn_mult=2, dropout=0.0, n_queries=8)
+    # distinct widths need the literal refinement reading (the clip one compares frames and texts)
+    base = dict(d=D, d_v=D_V, d_t=D_T, d_e=D_E, n_frames=N, k=K, n_heads=4, ffn_mult=2, dropout=0.0, n_queries=8,
+                refine_reading="literal")
     base.update(kw)
     return FaceNetConfig(**base)
 
@@ -149,6 +151,55 @@ def test_cross_refinement_hand_case():
     # negative cosines are clamped; one group only carries no entropy -> weight 1
     assert (cross_refinement_weights(torch.tensor([[0.5, -0.2, 0.3, 0.1]])) >= 0).all()
     torch.testing.assert_close(cross_refinement_weights(torch.tensor([[0.7]])), torch.ones(1, 1))
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_literal_refinement_is_flat_on_unit_clip_vectors():
+    """Why the clip reading exists: at temperature 1 a unit-norm text vector gives uniform alpha."""
+    torch.manual_seed(0)
+    t = _unit(torch.randn(B, K, 3, 64))
+    alpha = self_refinement_weights(t)
+    assert (alpha - 1 / 3).abs().max() < 1e-3
+
+
+def test_clip_reading_alpha_and_theta_respond_to_the_input():
+    torch.manual_seed(0)
+    d = 64
+    video = torch.randn(B, d)
+    t = _unit(torch.randn(B, K, 3, d))
+    # group 0 of every sample is the video's own direction: CR must favour it
+    t[:, 0] = _unit(video)[:, None, :].expand(B, 3, d)
+    # part S of group 1 is a concentrated (one-hot-ish) vector, so SR must give it a lower entropy share
+    t[:, 1, 0] = _unit(torch.nn.functional.one_hot(torch.tensor(3), d).float() * 5 + 0.01 * torch.randn(d))
+    cfg = make_cfg(d_v=d, d_t=d, refine_reading="clip")
+    fcue = FCUE(cfg)
+    alpha, theta = fcue.refine_weights(t, torch.full((B, K), 0.3), video)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(B, K))
+    torch.testing.assert_close(theta.sum(-1), torch.ones(B))
+    assert (theta.argmax(-1) == 0).all() and (theta[:, 0] > 0.9).all()
+    assert (alpha[:, 1, 0] < alpha[:, 1, 1]).all() and (alpha[:, 1, 0] < alpha[:, 1, 2]).all()
+    # alpha varies across the parts of random triplets (it is 1/3 +- 1e-4 under the literal reading)
+    assert (alpha[:, 2:].amax(-1) - alpha[:, 2:].amin(-1)).mean() > 0.01
+    # hand check of eq. 14 (clip reading): softmax over K of scale * mean_c cos(v, T_i^c)
+    s = torch.stack([torch.stack([(_unit(video[b]) * t[b, i]).sum(-1).mean() for i in range(K)]) for b in range(B)])
+    torch.testing.assert_close(theta, torch.softmax(100.0 * s, -1), atol=1e-5, rtol=1e-4)
+    # the scales are learned: a loss through theta reaches log_refine_scale
+    alpha2, theta2 = fcue.refine_weights(t, torch.full((B, K), 0.3), video)
+    (alpha2[:, :, 0].sum() + theta2[:, 1].sum()).backward()
+    assert fcue.log_refine_scale.grad is not None and (fcue.log_refine_scale.grad != 0).all()
+
+
+def test_clip_reading_needs_one_clip_space_and_the_video():
+    with pytest.raises(ValueError, match="d_v=48 must equal d_t=40"):
+        FCUE(make_cfg(refine_reading="clip"))
+    fcue = FCUE(make_cfg(d_v=D_T, refine_reading="clip"))
+    with pytest.raises(ValueError, match="v̂"):
+        fcue.refine_weights(torch.randn(B, K, 3, D_T), torch.rand(B, K), None)
+    with pytest.raises(ValueError, match="refine_reading"):
+        make_cfg(refine_reading="printed")
 
 
 def test_fcue_shapes_and_rescale():

@@ -39,7 +39,7 @@ from facenet_evc.training.data import ArtifactError, load_artifacts, make_sample
 from facenet_evc.training.predict import predict, retrieval_baseline
 from facenet_evc.training.trainer import score_predictions, train
 
-N_FRAMES, D_V, D_T, D_E, K = 4, 16, 12, 10, 2
+N_FRAMES, D_V, D_T, D_E, K = 4, 16, 16, 10, 2  # d_v = d_t: one CLIP space
 LEXICON = {"joy": ["happily", "happy"], "sadness": ["sadly", "sad", "upset"], "anger": ["angrily", "angry", "upset"]}
 TEMPLATES = [
     ["A man is happily playing a guitar.", "The man plays the guitar happily!", "a happy man is playing music"],

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facenet_evc.stages import clip_features, clip_pretrain, feature_shards, triplets
     from facenet_evc.training import predict, trainer
     from facenet_evc.inference import caption, export
-    from facenet_evc.analysis import bias_groups, efficiency, explain, metrics_table
+    from facenet_evc.analysis import bias_groups, compare, efficiency, explain, metrics_table, seeds_table
 
     for name, add, run, help_ in [
         ("make-demo", demo.add_arguments, demo.run_cli,
@@ -333,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
         # analyses of a trained model (facenet_evc.analysis)
         ("metrics-table", metrics_table.add_arguments, metrics_table.run_cli,
          "several runs' metrics.json side by side (paper column order, x100) -> md"),
+        ("compare", compare.add_arguments, compare.run_cli,
+         "B - A of every official metric with a paired-bootstrap 95% interval and p-value -> JSON + md"),
+        ("seeds-table", seeds_table.add_arguments, seeds_table.run_cli,
+         "metrics as mean ± sd over training seeds, with each seed's paired-bootstrap comparison -> md + csv"),
         ("efficiency", efficiency.add_arguments, efficiency.run_cli,
          "parameters, FLOPs, latency / throughput and peak memory of captioning (paper Table 6) -> JSON + md"),
         ("bias-groups", bias_groups.add_arguments, bias_groups.run_cli,

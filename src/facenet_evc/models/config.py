@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 DECODER_KINDS = ("lstm", "transformer", "t5", "opt")
 ORDERS = ("fact_first", "emotion_first")
+REFINE_READINGS = ("clip", "literal")
 
 
 @dataclass
@@ -56,8 +57,11 @@ class FaceNetConfig:
     order: str = "fact_first"
 
     # FCUE details the paper leaves open (see fcue.py)
+    refine_reading: str = "clip"  # "clip" (CLIP-scaled, responds to the input) or "literal" (as printed)
+    refine_logit_scale: float = 100.0  # clip reading: initial s_SR / s_CR, CLIP's logit scale
+    refine_learn_scale: bool = True  # clip reading: s_SR / s_CR are learned from that start
     refine_rescale: bool = True  # apply 3*alpha and K*theta so uniform weights are the identity
-    entropy_temperature: float = 1.0  # softmax(T / tau) in eq. 10; 1.0 is the paper
+    entropy_temperature: float = 1.0  # literal reading: softmax(T / tau) in eq. 10; 1.0 is the paper
     sim_eps: float = 1e-6  # similarities are clamped to >= sim_eps before eq. 14
 
     # losses (eq. 30-32); the paper's EVC-MSVD values
@@ -75,6 +79,10 @@ class FaceNetConfig:
             raise ValueError(f"FaceNetConfig.decoder={self.decoder!r}: expected one of {DECODER_KINDS}")
         if self.order not in ORDERS:
             raise ValueError(f"FaceNetConfig.order={self.order!r}: expected one of {ORDERS}")
+        if self.refine_reading not in REFINE_READINGS:
+            raise ValueError(f"FaceNetConfig.refine_reading={self.refine_reading!r}: expected one of {REFINE_READINGS}")
+        if not 1.0 <= self.refine_logit_scale <= 100.0:
+            raise ValueError(f"FaceNetConfig.refine_logit_scale={self.refine_logit_scale} must lie in [1, 100]")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"FaceNetConfig.dropout={self.dropout} must lie in [0, 1)")
         if self.entropy_temperature <= 0 or self.sim_eps <= 0:

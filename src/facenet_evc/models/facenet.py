@@ -120,14 +120,15 @@ class FaceNet(nn.Module):
         if K != cfg.k or sims.shape != (B, K):
             raise ValueError(f"triplets {tuple(triplets.shape)} / sims {tuple(sims.shape)} do not match k={cfg.k}")
 
+        video = frames.mean(1)  # (B, d_v): v̂ of eq. 3, the retrieval query (clip reading of CR)
         e = lex_attn = None
         if self.pvea is not None and cfg.order == "emotion_first":
             pv = self.pvea(v.unsqueeze(1), v, self.lexicon)  # E from the video alone: (B, 1, N, d)
-            fc = self.fcue(v + pv.e[:, 0], triplets, sims)
+            fc = self.fcue(v + pv.e[:, 0], triplets, sims, video)
             e = pv.e.expand(B, K, N, cfg.d)  # (B, K, N, d), the same E for every group
             lex_attn = pv.lexicon_attn.expand(B, K, N, -1)  # (B, K, N, N_w)
         else:
-            fc = self.fcue(v, triplets, sims)  # F_i, H_i: (B, K, N, d)
+            fc = self.fcue(v, triplets, sims, video)  # F_i, H_i: (B, K, N, d)
             if self.pvea is not None:
                 pv = self.pvea(fc.f, v, self.lexicon)
                 e, lex_attn = pv.e, pv.lexicon_attn  # (B, K, N, d), (B, K, N, N_w)
