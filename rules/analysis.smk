@@ -177,11 +177,12 @@ rule ablation_table:
 
 
 rule metrics_table:
-    """FACE-net beside the retrieval and human-agreement baselines on the test split."""
+    """FACE-net beside the retrieval and human-agreement baselines, and FACE-net - retrieval with intervals."""
     input:
         facenet=f"{RESULTS}/{{ds}}/metrics.json",
         retrieval=f"{RESULTS}/{{ds}}/baselines/retrieval/metrics.json",
         human=f"{RESULTS}/{{ds}}/baselines/human/metrics.json",
+        comparison=f"{RESULTS}/{{ds}}/compare_retrieval.json",
     output:
         report(f"{RESULTS}/{{ds}}/metrics.md", category="Metrics"),
     params:
@@ -194,4 +195,80 @@ rule metrics_table:
         "../envs/evaluation.yaml"
     shell:
         "facenet-evc metrics-table --metrics FACE-net={input.facenet} 'top-1 retrieved caption'={input.retrieval}"
-        " 'human (one reference vs the others)'={input.human} --title {params.title} --out {output} > {log} 2>&1"
+        " 'human (one reference vs the others)'={input.human} --comparison {input.comparison}"
+        " --title {params.title} --out {output} > {log} 2>&1"
+
+
+def seed_inputs(w):
+    """metrics.json and compare_retrieval.json of FACE-net for every seed of the dataset."""
+    out = {}
+    for s in dataset(w.ds)["seeds"]:
+        run = seed_run(w.ds, s)
+        out[f"metrics{s}"] = f"{RESULTS}/{w.ds}/{run}metrics.json"
+        out[f"compare{s}"] = f"{RESULTS}/{w.ds}/{run}compare_retrieval.json"
+    return out
+
+
+rule seeds_table:
+    """Every metric as mean ± sd over the dataset's training seeds, and FACE-net - retrieval per seed."""
+    input:
+        unpack(seed_inputs),
+        retrieval=f"{RESULTS}/{{ds}}/baselines/retrieval/metrics.json",
+        human=f"{RESULTS}/{{ds}}/baselines/human/metrics.json",
+    output:
+        md=report(f"{RESULTS}/{{ds}}/seeds/table.md", category="Seeds"),
+        csv=f"{RESULTS}/{{ds}}/seeds/table.csv",
+    params:
+        facenet=lambda w, input: ",".join(input[f"metrics{s}"] for s in dataset(w.ds)["seeds"]),
+        comparisons=lambda w, input: " ".join(f"seed{s}={input[f'compare{s}']}" for s in dataset(w.ds)["seeds"]),
+        title=lambda w: shlex.quote(f"{w.ds}: test metrics over training seeds {dataset(w.ds)['seeds']}"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/seeds_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/seeds_table.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc seeds-table --runs FACE-net={params.facenet} 'top-1 retrieved caption'={input.retrieval}"
+        " 'human (one reference vs the others)'={input.human} --comparisons {params.comparisons}"
+        " --title {params.title} --out {output.md} --csv {output.csv} > {log} 2>&1"
+
+
+def ablation_seed_metrics(w):
+    """'<variant>@<seed>' -> metrics.json for every variant and every seed in ablations.seeds."""
+    from facenet_evc.ablations import selected_variants
+
+    abl = dataset(w.ds)["ablations"]
+    if not abl["seeds"]:
+        raise ValueError(f"dataset {w.ds}: ablations.seeds is null; list seeds to build ablations/seeds/table.md")
+    names = selected_variants(ablation_grid(), dataset(w.ds))
+    if abl["seed_variants"] is not None:
+        unknown = sorted(set(abl["seed_variants"]) - set(names))
+        if unknown:
+            raise ValueError(f"dataset {w.ds}: ablations.seed_variants {unknown} are not in ablations.variants {names}")
+        names = [v for v in names if v in abl["seed_variants"]]
+    return {f"{v}@{s}": f"{RESULTS}/{w.ds}/{seed_run(w.ds, s, v)}metrics.json" for v in names for s in abl["seeds"]}
+
+
+rule ablation_seeds_table:
+    """The ablation variants as mean ± sd over ablations.seeds (one row per variant)."""
+    input:
+        unpack(ablation_seed_metrics),
+    output:
+        md=report(f"{RESULTS}/{{ds}}/ablations/seeds/table.md", category="Ablations"),
+        csv=f"{RESULTS}/{{ds}}/ablations/seeds/table.csv",
+    params:
+        runs=lambda w, input: " ".join(
+            shlex.quote(v + "=" + ",".join(input[k] for k in ablation_seed_metrics(w) if k.split("@")[0] == v))
+            for v in dict.fromkeys(k.split("@")[0] for k in ablation_seed_metrics(w))
+        ),
+        title=lambda w: shlex.quote(f"{w.ds}: ablations over training seeds {dataset(w.ds)['ablations']['seeds']}"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/ablation_seeds_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/ablation_seeds_table.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc seeds-table --runs {params.runs} --title {params.title} --out {output.md} --csv {output.csv}"
+        " > {log} 2>&1"

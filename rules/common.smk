@@ -1,6 +1,8 @@
 # Shared helpers: the per-dataset configs, loaded and validated on first use.
+import copy
 import functools
 import json
+import re
 import shlex
 
 from facenet_evc.config import load_dataset_config, require_paths
@@ -49,15 +51,41 @@ def variant(name, v):
     return variant_config(base, known[v], v)
 
 
+# {run}: '' (the dataset's own run), 'ablations/<variant>/', 'seeds/seed<N>/' or both
+# ('ablations/<variant>/seeds/seed<N>/'): the same rules train, predict and score each.
+RUN = r"(?:ablations/[a-z][a-z0-9_]*/)?(?:seeds/seed[0-9]+/)?"
+
+
 def run_prefix_variant(run):
-    """'ablations/<v>/' -> '<v>'; anything else ('' or 'baselines/...') -> None: the dataset's own config."""
+    """'ablations/<v>/...' -> '<v>'; anything else ('' or 'baselines/...') -> None: the dataset's own config."""
     return run.split("/")[1] if run.startswith("ablations/") else None
 
 
+def run_seed(run):
+    """'.../seeds/seed<N>/' -> N; None when the run has no seed of its own."""
+    m = re.search(r"(?:^|/)seeds/seed([0-9]+)/$", run)
+    return int(m.group(1)) if m else None
+
+
 def cfg(w):
-    """The config of the run a job belongs to: the dataset's, or an ablation variant's."""
-    v = run_prefix_variant(getattr(w, "run", ""))
-    return variant(w.ds, v) if v else dataset(w.ds)
+    """The config of the run a job belongs to: the dataset's or an ablation variant's, with its training seed."""
+    run = getattr(w, "run", "")
+    v = run_prefix_variant(run)
+    c = variant(w.ds, v) if v else dataset(w.ds)
+    seed = run_seed(run)
+    if seed is not None and seed != c["train"]["seed"]:
+        c = copy.deepcopy(c)
+        c["train"]["seed"] = seed
+    return c
+
+
+def seed_run(ds, seed, v=None):
+    """The {run} prefix that trains dataset `ds` (variant `v`) with training seed `seed`.
+
+    The seed the config already uses is its own run (no re-training); others get seeds/seed<N>/."""
+    base = f"ablations/{v}/" if v and v != "full" else ""
+    own = (variant(ds, v) if base else dataset(ds))["train"]["seed"]
+    return base if seed == own else f"{base}seeds/seed{seed}/"
 
 
 def caption_files(split):

@@ -39,7 +39,7 @@ rule evaluate:
     output:
         f"{RESULTS}/{{ds}}/{{run}}metrics.json",
     wildcard_constraints:
-        run="(|baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/|ablations/[a-z][a-z0-9_]*/)",
+        run=f"(?:baselines/[a-z0-9_]+/|runs/[A-Za-z0-9_.-]+/|{RUN})",
     params:
         on_undefined=lambda w: cfg(w)["evaluation"]["on_undefined"],
     log:
@@ -90,3 +90,29 @@ rule bias_stats:
         "facenet-evc bias-stats --trainval {input.trainval} --trainval-seps {params.trainval_seps}"
         " --test {input.test} --test-seps {params.test_seps} --lexicon {input.lexicon} {params.msvd}"
         " --t1 {params.t1} --t2 {params.t2} --out {output} > {log} 2>&1"
+
+
+rule compare_retrieval:
+    """FACE-net - top-1 retrieval on every metric, with a paired-bootstrap 95% interval over test videos."""
+    input:
+        facenet=f"{RESULTS}/{{ds}}/{{run}}predictions.json",
+        retrieval=f"{RESULTS}/{{ds}}/baselines/retrieval/predictions.json",
+        references=f"{RESULTS}/{{ds}}/references/test.json",
+        lexicon=lexicon_dir,
+    output:
+        json=f"{RESULTS}/{{ds}}/{{run}}compare_retrieval.json",
+        md=f"{RESULTS}/{{ds}}/{{run}}compare_retrieval.md",
+    wildcard_constraints:
+        run=RUN,
+    params:
+        resamples=lambda w: cfg(w)["evaluation"]["bootstrap_resamples"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/{{run}}compare_retrieval.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/{{run}}compare_retrieval.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    shell:
+        "facenet-evc compare {input.retrieval} {input.facenet} --references {input.references}"
+        " --lexicon {input.lexicon} --names 'top-1 retrieved caption' FACE-net --resamples {params.resamples}"
+        " --out {output.json} --md {output.md} > {log} 2>&1"

@@ -1,11 +1,6 @@
 # FACE-net training, prediction and the retrieval baseline (issue 03).
 
 
-# {run} is '' for a dataset's own run and 'ablations/<variant>/' for an ablation variant
-# (config/ablations.yaml): the same rules train, predict and score both.
-RUN = "(|ablations/[a-z][a-z0-9_]*/)"
-
-
 def k_of(w):
     return cfg(w)["retrieval"]["k"]
 

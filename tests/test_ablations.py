@@ -52,7 +52,7 @@ def test_a_bad_overlay_is_an_error_naming_the_variant_and_key(demo_cfg):
 
 def test_selected_variants_default_skips_llms_and_checks_names(demo_cfg):
     grid = A.load_grid(GRID)
-    demo_cfg = {**demo_cfg, "ablations": {"variants": None, "overlays": {}}}  # the default: every variant
+    demo_cfg = {**demo_cfg, "ablations": {**demo_cfg["ablations"], "variants": None, "overlays": {}}}  # every variant
     names = A.selected_variants(grid, demo_cfg)
     assert names[0] == "full" and "t5" not in names and "opt" not in names
     assert {"base", "re", "re_fc", "re_fc_ea", "k1", "k5", "no_refine", "emotion_first", "lstm"} <= set(names)

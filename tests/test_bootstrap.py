@@ -120,6 +120,10 @@ def test_compare_and_seeds_table_cli(tmp_path, lexicon, capsys):
     assert "| FACE-net | 2 |" in text and "| retrieval | 1 |" in text and "interval above 0" in text
     csv_lines = (tmp_path / "table.csv").read_text().splitlines()
     assert csv_lines[0] == "system,metric,mean,sd,n" and len(csv_lines) == 1 + 2 * 11
+    mt = tmp_path / "metrics.md"
+    assert main(["metrics-table", "--metrics", f"FACE-net={metrics['s0']}", f"retrieval={metrics['retrieval']}",
+                 "--comparison", str(tmp_path / "cmp_s0.json"), "--out", str(mt)]) == 0
+    assert "FACE-net − retrieval on 80 test videos" in mt.read_text()
     # a bad --runs item names itself
     assert main(["seeds-table", "--runs", "FACE-net", "--out", str(table)]) == 2
     assert "expected NAME=PATH" in capsys.readouterr().err

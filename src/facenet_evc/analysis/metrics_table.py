@@ -26,6 +26,7 @@ def metrics_markdown(runs: Mapping[str, Mapping[str, float]], title: str = "Test
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", nargs="+", required=True, metavar="NAME=PATH", help="a run's name = its metrics.json")
+    parser.add_argument("--comparison", help="a `compare --out` JSON: its differences and intervals go below the table")
     parser.add_argument("--title", default="Test metrics")
     parser.add_argument("--out", required=True, help="markdown file to write")
 
@@ -34,6 +35,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from facenet_evc.cli import named_metrics
 
     text = metrics_markdown(named_metrics(args.metrics), args.title)
+    if args.comparison:
+        from facenet_evc.analysis.compare import comparison_markdown, read_comparison
+
+        text += "\n## " + comparison_markdown(read_comparison(args.comparison))
     write_text(args.out, text)
     print(text)
     return 0
