@@ -2,7 +2,8 @@
 
 Every subcommand reads files, calls one package function and writes its output
 atomically; a bad input ends with ``facenet-evc: error: <file>:<line>: ...`` and exit
-status 2, and no partial output.
+status 2, and no partial output (``-v`` adds the traceback). Any other exception is a bug:
+its traceback is printed, then ``facenet-evc: internal error ...`` as the last line, exit 1.
 """
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from facenet_evc.errors import UserError
+
 log = logging.getLogger("facenet_evc")
+
+
+# OSError: missing or unreadable files; FloatingPointError: a diverged loss (lower the lr)
+USER_ERRORS = (ValueError, OSError, UserError, FloatingPointError)
 
 
 SEPARATORS = {"comma": ",", "tab": "\t", "auto": None}
@@ -356,9 +364,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, ArithmeticError, RuntimeError) as e:
+    except USER_ERRORS as e:
+        # a bad input, setting or environment: one line (the traceback with -v), as the log's last line
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"facenet-evc: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        # anything else is a bug: its whole stack, then the error again as the log's last line
+        traceback.print_exc(file=sys.stderr)
+        print(f"facenet-evc: internal error (a bug, traceback above): {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ import h5py
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import atomic_path, read_json, read_strings, write_json
 from facenet_evc.models.facenet import FaceNet
@@ -293,7 +292,7 @@ def explain(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(videos), unit="video", desc="explain", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(videos), unit="video", desc="explain", disable=not progress)
     for chunk in iter_video_batches(videos, batch_size):
         batch = to_device(artifacts.video_inputs(chunk), dev)
         enc, ids = explain_batch(model, batch, num_beams, max_len)
