@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facenet_evc.stages import clip_features, clip_pretrain, feature_shards, triplets
     from facenet_evc.training import predict, trainer
     from facenet_evc.inference import caption, export
-    from facenet_evc.analysis import bias_groups, compare, efficiency, explain, metrics_table, seeds_table
+    from facenet_evc.analysis import bias_groups, browse, compare, efficiency, explain, metrics_table, seeds_table
 
     for name, add, run, help_ in [
         ("make-demo", demo.add_arguments, demo.run_cli,
@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
          "official metrics per F-E bias group of the test videos, for labelled prediction files -> JSON + md"),
         ("explain", explain.add_arguments, explain.run_cli,
          "per video: retrieved triplets, alpha/theta/g, emotion attention, gates, caption (paper Figs. 7-8) -> PNG + JSON"),
+        ("thumbnails", browse.add_thumbnail_arguments, browse.run_thumbnail_cli,
+         "a strip of frame thumbnails per video of a split (for the results browser) -> <video>.jpg"),
+        ("browse", browse.add_arguments, browse.run_cli,
+         "a static per-video results browser of several runs (index.html + data.js, opens from file://)"),
     ]:
         s = sub.add_parser(name, help=help_)
         add(s)
