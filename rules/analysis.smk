@@ -301,7 +301,10 @@ def browse_runs(w):
         "retrieval_baseline": f"{RESULTS}/{w.ds}/baselines/retrieval/predictions.json",
     }
     for run in dataset(w.ds)["analysis"].get("browse_runs", []):
-        runs[run.rstrip("/").split("/")[-1]] = f"{RESULTS}/{w.ds}/{run.rstrip('/')}/predictions.json"
+        run = run.rstrip("/")
+        # ablations/v -> v, seeds/seed1 -> seed1, ablations/v/seeds/seed1 -> v.seed1, baselines/x -> x
+        name = run.removeprefix("ablations/").replace("/seeds/", ".").removeprefix("seeds/").split("/")[-1]
+        runs[name] = f"{RESULTS}/{w.ds}/{run}/predictions.json"
     return runs
 
 
