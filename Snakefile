@@ -26,6 +26,7 @@ rule all:
         f"{RESULTS}/demo/metrics.md",
         f"{RESULTS}/demo/bias_groups.md",
         f"{RESULTS}/demo/explain",
+        f"{RESULTS}/demo/browse",
 
 
 rule artifacts:

@@ -272,3 +272,81 @@ rule ablation_seeds_table:
     shell:
         "facenet-evc seeds-table --runs {params.runs} --title {params.title} --out {output.md} --csv {output.csv}"
         " > {log} 2>&1"
+
+
+rule browse_thumbnails:
+    """A strip of frame thumbnails per test video for the results browser (decoded once)."""
+    input:
+        videos=explain_videos_dir,
+        captions=caption_files("test"),
+    output:
+        directory(f"{RESULTS}/{{ds}}/browse_thumbs"),
+    params:
+        seps=caption_seps("test"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/browse_thumbnails.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/browse_thumbnails.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc thumbnails --videos {input.videos} --captions {input.captions} --captions-seps {params.seps}"
+        " --out {output} > {log} 2>&1"
+
+
+def browse_runs(w):
+    """name -> predictions.json of the runs on the page: FACE-net, the retrieval baseline, analysis.browse_runs."""
+    runs = {
+        "facenet": f"{RESULTS}/{w.ds}/predictions.json",
+        "retrieval_baseline": f"{RESULTS}/{w.ds}/baselines/retrieval/predictions.json",
+    }
+    for run in dataset(w.ds)["analysis"].get("browse_runs", []):
+        run = run.rstrip("/")
+        # ablations/v -> v, seeds/seed1 -> seed1, ablations/v/seeds/seed1 -> v.seed1, baselines/x -> x
+        name = run.removeprefix("ablations/").replace("/seeds/", ".").removeprefix("seeds/").split("/")[-1]
+        runs[name] = f"{RESULTS}/{w.ds}/{run}/predictions.json"
+    return runs
+
+
+def browse_inputs(w):
+    """Every input of the page; thumbnails only where the dataset has video files."""
+    inputs = {**artifacts(w), **{f"run_{k}": v for k, v in browse_runs(w).items()}}
+    if explain_videos_dir(w):
+        inputs["thumbs"] = f"{RESULTS}/{w.ds}/browse_thumbs"
+    return inputs
+
+
+rule browse:
+    """The per-video results browser: a static page (index.html + data.js) that opens from file://."""
+    input:
+        unpack(browse_inputs),
+        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        references=f"{RESULTS}/{{ds}}/references/test.json",
+        lexicon=lexicon_dir,
+        captions=caption_files("test"),
+        explain=f"{RESULTS}/{{ds}}/explain",
+    output:
+        report(directory(f"{RESULTS}/{{ds}}/browse"), htmlindex="index.html", category="Results browser"),
+    params:
+        runs=lambda w: " ".join(shlex.quote(f"{k}={v}") for k, v in browse_runs(w).items()),
+        checkpoint=f"{RESULTS}/{{ds}}/train/best",
+        seps=caption_seps("test"),
+        thumbs=lambda w, input: f"--thumbs {shlex.quote(input.thumbs)}" if "thumbs" in input.keys() else "",
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    log:
+        f"{RESULTS}/{{ds}}/logs/browse.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/browse.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "facenet-evc browse --runs {params.runs} --references {input.references} --lexicon {input.lexicon}"
+        " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"
+        " --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
+        " --triplets {input.triplets} --lexicon-h5 {input.lexicon_h5} --device {params.device} --threads {threads}"
+        " {params.thumbs} --explain-dir {input.explain} --title {wildcards.ds} --out {output} > {log} 2>&1"

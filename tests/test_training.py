@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,6 +38,7 @@ from facenet_evc.training.checkpoint import (
 from facenet_evc.training.config import TrainConfig
 from facenet_evc.training.data import ArtifactError, load_artifacts, make_samples, split_train_val
 from facenet_evc.training.predict import predict, retrieval_baseline
+from facenet_evc.training.tensorboard_log import read_scalars
 from facenet_evc.training.trainer import score_predictions, train
 
 N_FRAMES, D_V, D_T, D_E, K = 4, 16, 16, 10, 2  # d_v = d_t: one CLIP space
@@ -178,6 +180,19 @@ def test_training_outputs(reference, art):
     assert summary["step"] == S2 and summary["best_step"] in (10, 20, 30, 40)
     assert set(summary["metrics"]) == {"CIDEr", "Acc_sw", "Acc_c", "BFS", "CFS"}
 
+    # TensorBoard: every step's losses, lr, throughput and module signals; metrics at validation steps
+    tb = read_scalars(out / "tensorboard")
+    every_step = list(range(1, S2 + 1))
+    for tag in ("loss/total", "loss/e", "loss/cls", "train/lr", "perf/samples_per_s", "perf/step_seconds",
+                "module/alpha_std", "module/alpha_subject", "module/theta_std", "module/router_entropy",
+                "module/B_f_mean", "module/B_e_mean"):
+        assert [s for s, _ in tb[tag]] == every_step, tag
+    assert [v for _, v in tb["loss/total"]] == pytest.approx(losses, rel=1e-6)  # float32 in the event file
+    assert all(0.0 <= v <= math.log(K) + 1e-6 for _, v in tb["module/router_entropy"])
+    assert all(-1.0 < v < 1.0 for _, v in tb["module/B_f_mean"])
+    for metric in ("CIDEr", "Acc_sw"):
+        assert [s for s, _ in tb[f"val/{metric}"]] == val_steps, metric
+
     split = json.loads((out / "split.json").read_text())
     assert len(split["val"]) == 3 and len(split["train"]) == 9
     assert not set(split["val"]) & set(split["train"]) and not set(split["val"]) & set(TEST)
@@ -244,6 +259,10 @@ def test_resume_after_sigkill_is_exact(reference, art, tmp_path):
     _assert_same_weights(ref_out / "best", out / "best")
     assert resumed["metrics"] == ref_summary["metrics"]
     assert (out / "log.csv").read_bytes() == (ref_out / "log.csv").read_bytes()
+    # the killed run's events past the checkpoint (steps 11-14) are purged: one event per step
+    tb, ref_tb = read_scalars(out / "tensorboard"), read_scalars(ref_out / "tensorboard")
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert tb["loss/total"] == ref_tb["loss/total"]
 
 
 def test_model_config_mismatch_is_named(reference, art, tmp_path):

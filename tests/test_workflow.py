@@ -75,6 +75,45 @@ def test_reduced_demo_end_to_end(workflow):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
+def check_browse_and_logs(base: Path, extra: Path, tmp: Path) -> None:
+    """The results browser of a finished run, its place in the report, TensorBoard events, clean logs."""
+    from facenet_evc.training.tensorboard_log import read_scalars
+
+    r = snakemake("--cores", "2", "--configfile", str(extra), "--", str(base / "browse"))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    text = (base / "browse" / "data.js").read_text(encoding="utf-8")
+    data = json.loads(text[text.index("{"):].rstrip().rstrip(";"))
+    refs = json.loads((base / "references" / "test.json").read_text())
+    videos = data["videos"]
+    assert [v["id"] for v in videos] == sorted(refs) and data["runs"] == ["facenet", "retrieval_baseline"]
+    assert all(len(v["retrieved"]) == 2 and len(v["alpha"]) == 2 and len(v["g"]) == 2 for v in videos)
+    assert all(v["thumb"] and (base / "browse" / v["thumb"]).is_file() for v in videos)
+    assert sum(bool(v["figure"]) for v in videos) == 4  # analysis.explain_videos
+    preds = json.loads((base / "predictions.json").read_text())
+    assert [row[0] for row in data["results"]["facenet"]] == [preds[v["id"]] for v in videos]
+    # snakemake --report embeds the page with its data and thumbnails
+    rep = snakemake("--configfile", str(extra), "--report", str(tmp / "report.zip"), "--", str(base / "browse"))
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(tmp / "report.zip").namelist()
+    assert any(n.endswith("/index.html") for n in names) and any(n.endswith("/data.js") for n in names)
+    # TensorBoard events of the 6-step run, and no carriage-return progress floods in any log
+    assert [s for s, _ in read_scalars(base / "train" / "tensorboard")["loss/total"]] == list(range(1, 7))
+    logs = list((base / "logs").rglob("*.log"))
+    assert len(logs) > 10
+    for path in logs:
+        assert "\r" not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_browse_page_report_and_logs(workflow):
+    tmp, extra, _ = workflow
+    base = tmp / "results" / "demo_small"
+    if not (base / "predictions.json").exists():
+        pytest.skip("needs the end-to-end run")
+    check_browse_and_logs(base, extra, tmp)
+
+
 def test_retrieval_change_reruns_only_downstream(workflow):
     tmp, extra, cfg = workflow
     changed = yaml.safe_load(cfg.read_text())

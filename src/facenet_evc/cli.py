@@ -2,7 +2,8 @@
 
 Every subcommand reads files, calls one package function and writes its output
 atomically; a bad input ends with ``facenet-evc: error: <file>:<line>: ...`` and exit
-status 2, and no partial output.
+status 2, and no partial output (``-v`` adds the traceback). Any other exception is a bug:
+its traceback is printed, then ``facenet-evc: internal error ...`` as the last line, exit 1.
 """
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from facenet_evc.errors import UserError
+
 log = logging.getLogger("facenet_evc")
+
+
+# OSError: missing or unreadable files; FloatingPointError: a diverged loss (lower the lr)
+USER_ERRORS = (ValueError, OSError, UserError, FloatingPointError)
 
 
 SEPARATORS = {"comma": ",", "tab": "\t", "auto": None}
@@ -305,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facenet_evc.stages import clip_features, clip_pretrain, feature_shards, triplets
     from facenet_evc.training import predict, trainer
     from facenet_evc.inference import caption, export
-    from facenet_evc.analysis import bias_groups, compare, efficiency, explain, metrics_table, seeds_table
+    from facenet_evc.analysis import bias_groups, browse, compare, efficiency, explain, metrics_table, seeds_table
 
     for name, add, run, help_ in [
         ("make-demo", demo.add_arguments, demo.run_cli,
@@ -343,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
          "official metrics per F-E bias group of the test videos, for labelled prediction files -> JSON + md"),
         ("explain", explain.add_arguments, explain.run_cli,
          "per video: retrieved triplets, alpha/theta/g, emotion attention, gates, caption (paper Figs. 7-8) -> PNG + JSON"),
+        ("thumbnails", browse.add_thumbnail_arguments, browse.run_thumbnail_cli,
+         "a strip of frame thumbnails per video of a split (for the results browser) -> <video>.jpg"),
+        ("browse", browse.add_arguments, browse.run_cli,
+         "a static per-video results browser of several runs (index.html + data.js, opens from file://)"),
     ]:
         s = sub.add_parser(name, help=help_)
         add(s)
@@ -356,9 +368,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, ArithmeticError, RuntimeError) as e:
+    except USER_ERRORS as e:
+        # a bad input, setting or environment: one line (the traceback with -v), as the log's last line
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"facenet-evc: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        # anything else is a bug: its whole stack, then the error again as the log's last line
+        traceback.print_exc(file=sys.stderr)
+        print(f"facenet-evc: internal error (a bug, traceback above): {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import write_json, write_text
 from facenet_evc.models.config import FaceNetConfig
@@ -364,7 +364,7 @@ def latency_sweep(
             run(b)
     wall: dict[int, list[float]] = {b: [] for b in sizes}
     cpu: dict[int, list[float]] = {b: [] for b in sizes}
-    for _ in tqdm(range(repeats), desc="timing rounds", disable=not progress, file=sys.stderr):
+    for _ in progress_bar(range(repeats), desc="timing rounds", disable=not progress):
         for b in sizes:
             w, c = run(b)
             wall[b].append(w)

@@ -36,8 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import h5py
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import atomic_path, read_json, read_strings, write_json
 from facenet_evc.models.facenet import FaceNet
@@ -123,16 +122,17 @@ def config_notes(cfg: Any) -> list[str]:
 
 
 @torch.no_grad()
-def explain_batch(model: FaceNet, batch: Mapping[str, Tensor], num_beams: int = 5, max_len: int = 15
-                  ) -> tuple[dict[str, Any], list[list[int]]]:
-    """One encoder call and the beam search on its memory: ``(encode output, token ids per video)``.
+def explain_batch(model: FaceNet, batch: Mapping[str, Tensor], num_beams: int = 5, max_len: int = 15,
+                  decode: bool = True) -> tuple[dict[str, Any], list[list[int]] | None]:
+    """One encoder call and the beam search on its memory: ``(encode output, token ids per video)``
+    (ids None with ``decode=False``: the weights only).
 
     The model must be in eval mode (dropout off), as ``predict`` runs it.
     """
     device = next(model.parameters()).device
     with autocast_for(model.cfg, device):
         enc = model.encode(batch)
-        ids = model.decoder.generate(enc["memory"], num_beams=num_beams, max_len=max_len)
+        ids = model.decoder.generate(enc["memory"], num_beams=num_beams, max_len=max_len) if decode else None
     return enc, ids
 
 
@@ -154,14 +154,15 @@ def _gate_summary(x: Tensor | None) -> dict[str, Any] | None:
 def video_record(
     b: int,
     enc: Mapping[str, Any],
-    ids: Sequence[int],
+    ids: Sequence[int] | None,
     model: FaceNet,
     artifacts: Artifacts,
     texts: TripletTexts | None,
     video_id: str,
     top_words: int = TOP_WORDS,
 ) -> dict[str, Any]:
-    """The JSON record of sample ``b`` of a batch explained by :func:`explain_batch`."""
+    """The JSON record of sample ``b`` of a batch explained by :func:`explain_batch` (caption None
+    without ``ids``)."""
     cfg = model.cfg
     ex = enc["explain"]
     rec: dict[str, Any] = {
@@ -170,7 +171,7 @@ def video_record(
                                                 "use_pvea", "use_dbar", "order", "k", "n_frames", "decoder")},
         "omitted": omitted_panels(cfg),
         "notes": config_notes(cfg),
-        "caption": model.decoder.decode_tokens(list(ids)),
+        "caption": None if ids is None else model.decoder.decode_tokens(list(ids)),
         "retrieved": [],
         "alpha": None, "theta": None, "g": None,
         "categories": list(artifacts.lexicon_categories),
@@ -240,6 +241,45 @@ def find_video_files(videos_dir: str | Path, video_ids: Sequence[str]) -> dict[s
     return out
 
 
+def explained_records(
+    checkpoint_dir: str | Path,
+    features_h5: str | Path,
+    topk_h5: str | Path,
+    triplets_h5: str | Path,
+    lexicon_h5: str | Path,
+    videos: Sequence[str],
+    num_beams: int = 5,
+    max_len: int = 15,
+    batch_size: int = 16,
+    device: str = "auto",
+    decode: bool = True,
+    progress: bool = True,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(video_id, record)`` of :func:`video_record` per video, in order, from one model load
+    (checked against the artifacts and the lexicon first). ``decode=False`` skips the beam
+    search: the records then hold the weights but no caption."""
+    dev = resolve_device(device)
+    artifacts = load_artifacts(features_h5, topk_h5, triplets_h5, lexicon_h5)
+    artifacts.check_videos(videos)
+    model, meta = load_model(checkpoint_dir, dev)
+    artifacts.check_model_config(model.cfg)
+    check_lexicon(model, meta, artifacts)
+    texts = read_triplet_texts(triplets_h5) if model.cfg.use_retrieval else None
+    bar = progress_bar(total=len(videos), unit="video", desc="explain", disable=not progress)
+    try:
+        for chunk in iter_video_batches(list(videos), batch_size):
+            batch = to_device(artifacts.video_inputs(chunk), dev)
+            enc, ids = explain_batch(model, batch, num_beams, max_len, decode=decode)
+            for b, vid in enumerate(chunk):
+                rec = video_record(b, enc, None if ids is None else ids[b], model, artifacts, texts, vid)
+                rec.update(checkpoint=str(checkpoint_dir), step=meta.get("step"),
+                           decoding={"num_beams": num_beams, "max_len": max_len} if decode else None)
+                yield vid, rec
+                bar.update(1)
+    finally:
+        bar.close()
+
+
 def explain(
     checkpoint_dir: str | Path,
     features_h5: str | Path,
@@ -267,13 +307,6 @@ def explain(
     videos = list(dict.fromkeys(video_ids))
     if not videos:
         raise ValueError("explain: no video given")
-    dev = resolve_device(device)
-    artifacts = load_artifacts(features_h5, topk_h5, triplets_h5, lexicon_h5)
-    artifacts.check_videos(videos)
-    model, meta = load_model(checkpoint_dir, dev)
-    artifacts.check_model_config(model.cfg)
-    check_lexicon(model, meta, artifacts)
-    texts = read_triplet_texts(triplets_h5) if model.cfg.use_retrieval else None
 
     lexicon = None
     if lexicon_dir is not None:
@@ -293,38 +326,31 @@ def explain(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(videos), unit="video", desc="explain", disable=not progress, file=sys.stderr)
-    for chunk in iter_video_batches(videos, batch_size):
-        batch = to_device(artifacts.video_inputs(chunk), dev)
-        enc, ids = explain_batch(model, batch, num_beams, max_len)
-        for b, vid in enumerate(chunk):
-            rec = video_record(b, enc, ids[b], model, artifacts, texts, vid)
-            rec.update(checkpoint=str(checkpoint_dir), step=meta.get("step"),
-                       decoding={"num_beams": num_beams, "max_len": max_len})
-            rec["references"] = None
-            if refs is not None:
-                if vid in refs:
-                    rec["references"] = [str(c) for c in refs[vid]]
-                else:
-                    log.warning("%s: no references for video %r", references_json, vid)
-            if lexicon is not None:
-                rec["emotion_words"] = {"caption": emotion_words(rec["caption"], lexicon),
-                                        "references": [emotion_words(c, lexicon) for c in rec["references"] or []]}
-            frames = None
-            if vid in files:
-                from facenet_evc.data.video import read_frames
+    for vid, rec in explained_records(checkpoint_dir, features_h5, topk_h5, triplets_h5, lexicon_h5, videos,
+                                      num_beams=num_beams, max_len=max_len, batch_size=batch_size, device=device,
+                                      progress=progress):
+        rec["references"] = None
+        if refs is not None:
+            if vid in refs:
+                rec["references"] = [str(c) for c in refs[vid]]
+            else:
+                log.warning("%s: no references for video %r", references_json, vid)
+        if lexicon is not None:
+            rec["emotion_words"] = {"caption": emotion_words(rec["caption"], lexicon),
+                                    "references": [emotion_words(c, lexicon) for c in rec["references"] or []]}
+        frames = None
+        if vid in files:
+            from facenet_evc.data.video import read_frames
 
-                frames = read_frames(files[vid], FRAME_STRIP)  # (8, H, W, 3) uint8
-                rec["video_file"] = str(files[vid])
-            if figures:
-                rec["figure"] = f"{vid}.png"
-                with atomic_path(out_dir / f"{vid}.png", suffix=".png") as tmp:
-                    plot_explanation(rec, tmp, frames)
-            write_json(out_dir / f"{vid}.json", rec)
-            records[vid] = rec
-            bar.update(1)
-    bar.close()
-    log.info("explained %d videos with %s (step %s) -> %s", len(records), checkpoint_dir, meta.get("step"), out_dir)
+            frames = read_frames(files[vid], FRAME_STRIP)  # (8, H, W, 3) uint8
+            rec["video_file"] = str(files[vid])
+        if figures:
+            rec["figure"] = f"{vid}.png"
+            with atomic_path(out_dir / f"{vid}.png", suffix=".png") as tmp:
+                plot_explanation(rec, tmp, frames)
+        write_json(out_dir / f"{vid}.json", rec)
+        records[vid] = rec
+    log.info("explained %d videos with %s -> %s", len(records), checkpoint_dir, out_dir)
     return records
 
 

@@ -16,6 +16,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from facenet_evc.errors import SetupError
+
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
@@ -39,7 +41,7 @@ def caption_scores(refs: dict[int, list[str]], hypos: dict[int, list[str]], mete
 
 def _meteor(refs: dict[int, list[str]], hypos: dict[int, list[str]]) -> float:
     if shutil.which("java") is None:
-        raise RuntimeError("METEOR needs Java: no 'java' on the PATH (install a JRE, e.g. apt-get install default-jre-headless)")
+        raise SetupError("METEOR needs Java: no 'java' on the PATH (install a JRE, e.g. apt-get install default-jre-headless)")
     for i, (h,) in hypos.items():
         if "\n" in h or any("\n" in r for r in refs[i]):
             raise ValueError(f"caption {i} contains a newline, which the METEOR subprocess protocol cannot carry")

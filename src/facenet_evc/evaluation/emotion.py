@@ -23,12 +23,14 @@ import math
 from dataclasses import dataclass
 
 from facenet_evc.data.lexicon import Lexicon
+from facenet_evc.errors import UserError
 
 ALPHA = 1e-4  # the official smoothing constant in Acc_c
 
 
-class EmotionMetricError(ArithmeticError):
-    """Acc_c is undefined for this input (the official formula overflows)."""
+class EmotionMetricError(UserError, ArithmeticError):
+    """Acc_c is undefined for this input (the official formula overflows); ``evaluate
+    --on-undefined null`` reports it as null instead."""
 
 
 @dataclass(frozen=True)
@@ -52,18 +54,24 @@ def reference_categories(references: list[str], lexicon: Lexicon) -> set[str]:
     return cats
 
 
+def caption_labels(caption: str, ref_cats: set[str], lexicon: Lexicon) -> tuple[set[str], set[str]]:
+    """The distinct right and wrong emotion labels of one caption: each lexicon token gives the
+    category of its first lexicon entry, right when the references hold that category."""
+    right: set[str] = set()
+    wrong: set[str] = set()
+    for token in caption.split():
+        label = lexicon.first_category(token)
+        if label is None:
+            continue
+        (right if label in ref_cats else wrong).add(label)
+    return right, wrong
+
+
 def count_emotions(predictions: dict[str, str], references: dict[str, list[str]], lexicon: Lexicon) -> EmotionCounts:
     """Per-caption right/wrong emotion labels, summed as the official ``get_result`` does."""
     n_right = n_wrong = have = one_right = right_and_wrong = 0
     for vid, caption in predictions.items():
-        ref_cats = reference_categories(references[vid], lexicon)
-        right: set[str] = set()
-        wrong: set[str] = set()
-        for token in caption.split():
-            label = lexicon.first_category(token)
-            if label is None:
-                continue
-            (right if label in ref_cats else wrong).add(label)
+        right, wrong = caption_labels(caption, reference_categories(references[vid], lexicon), lexicon)
         if right or wrong:
             have += 1
             if right:

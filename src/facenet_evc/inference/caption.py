@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.inference.export import MODEL_DIR_HELP, read_manifest
 from facenet_evc.io import atomic_path, read_json, write_json
@@ -163,7 +163,7 @@ class Captioner:
         max_len = int(max_len if max_len is not None else decode["max_len"])
         names = list(dict.fromkeys(str(v) for v in videos))
         result = CaptionResult()
-        bar = tqdm(total=len(names), unit="video", desc="caption", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(names), unit="video", desc="caption", disable=not progress)
         for batch in iter_decoded_items(names, self.n_frames, self.size, batch_size, num_workers):
             ok = [(i, fr) for i, fr, err in batch if err is None]
             for i, _, err in batch:

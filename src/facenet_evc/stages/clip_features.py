@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -39,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from facenet_evc.errors import NotFoundError
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.video import VideoError, read_frames, resize_center_crop
 from facenet_evc.io import atomic_h5, file_sha256, read_strings, write_strings
@@ -400,7 +400,7 @@ def extract_features(
     with atomic_h5(out_path, attrs) as f:
         write_strings(f, "video_ids", ids)
         # closed on an error too, so that the error message starts on a line of its own
-        with tqdm(total=n, unit="video", desc="clip features", disable=not progress, file=sys.stderr) as bar, \
+        with progress_bar(total=n, unit="video", desc="clip features", disable=not progress) as bar, \
                 torch.inference_mode():
             for idx, frames in iter_decoded(paths, n_frames, size, batch_size, num_workers):
                 te = time.perf_counter()
@@ -503,9 +503,9 @@ def import_epan_features(
                 bare = vid[3:] if vid.startswith("vid") else None
                 if bare and any(pre is None and bare in ks for ks, pre in zip(keys, prefixes)):
                     hint = f"; a key {bare!r} exists: EPAN's VE files store ids without 'vid' (set vid_prefix='vid')"
-                raise KeyError(f"video id {vid!r} not found in EPAN feature file(s): {looked}{hint}")
+                raise NotFoundError(f"video id {vid!r} not found in EPAN feature file(s): {looked}{hint}")
             if len(found) > 1:
-                raise KeyError(
+                raise NotFoundError(
                     f"video id {vid!r} is ambiguous: found in {', '.join(f'{files[j]} (key {k!r})' for j, k in found)}"
                 )
             where.append(found[0])

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,7 +43,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.emvidcap import captions_by_video, read_captions
 from facenet_evc.io import atomic_path, file_sha256, write_json
@@ -332,7 +331,7 @@ def train_demo_clip(
         t_train = time.perf_counter()
         step = 0
         last_loss = float("nan")
-        bar = tqdm(total=planned, unit="step", desc="clip pretrain", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=planned, unit="step", desc="clip pretrain", disable=not progress)
         # Only a clock-bound run adapts its thread count: a step-bound run must stay deterministic.
         governor = FreeCores() if (adapt_threads and max_steps is None and threads > 1) else None
         n_threads = int(threads)

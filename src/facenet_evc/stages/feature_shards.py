@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import atomic_h5, read_strings, write_strings
 
@@ -164,7 +163,7 @@ def merge_feature_shards(
     with h5py.File(shards[0][0], "r") as f0:
         names = [k for k in FEATURE_DATASETS if k in f0]
         n_frames, d = f0["frames"].shape[1:]
-    bar = tqdm(total=n_total, unit="video", desc="merge features", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=n_total, unit="video", desc="merge features", disable=not progress)
     with atomic_h5(out_path, common) as out:
         write_strings(out, "video_ids", all_ids)
         from facenet_evc.stages.clip_features import create_feature_datasets

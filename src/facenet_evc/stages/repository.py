@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.corpus import EXTERNAL_VIDEO_ID, CorpusSource, iter_corpus, iter_corpus_lines
 from facenet_evc.data.emvidcap import CaptionSource, normalize_caption, read_split
@@ -63,7 +63,7 @@ def write_repository(out_path: str | Path, n: int, dim: int,
         vid_ds = f.create_dataset("video_id", shape=(n,), dtype=text)
         emb_ds = f.create_dataset("embeddings", shape=(n, dim), dtype=np.float32)
         pos = 0
-        with tqdm(total=n, unit="caption", desc="repository", disable=not progress, mininterval=5) as bar:
+        with progress_bar(total=n, unit="caption", desc="repository", disable=not progress) as bar:
             for captions, video_ids, emb in chunks:
                 m = len(captions)
                 emb = np.asarray(emb, dtype=np.float32)  # (m, d)

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 
+from facenet_evc.errors import SetupError
 from facenet_evc.data.corpus import EXTERNAL_VIDEO_ID
 from facenet_evc.io import atomic_h5, read_strings, write_strings
 
@@ -232,7 +233,7 @@ def build_index(
     elif use_gpu and kind == "ivf_sq8":
         raise ValueError("index kind 'ivf_sq8' runs on the CPU only; use 'ivf' or 'flat' on a GPU")
     elif use_gpu and not gpu_available():
-        raise RuntimeError("use_gpu=True but this FAISS build has no GPU support or sees no GPU")
+        raise SetupError("use_gpu=True but this FAISS build has no GPU support or sees no GPU")
 
     with faiss_threads(threads):
         if kind == "flat":
@@ -268,9 +269,9 @@ def build_index(
             log.info("IVF%d coarse quantizer trained on %d rows in %.1fs", nlist, train_sample,
                      time.perf_counter() - t0)
 
-        from tqdm import tqdm
+        from facenet_evc.progress import progress_bar
 
-        with tqdm(total=n, unit="row", desc=f"index {kind}", disable=n < 4 * _ADD_CHUNK, mininterval=5) as bar:
+        with progress_bar(total=n, unit="row", desc=f"index {kind}", disable=n < 4 * _ADD_CHUNK) as bar:
             for start in range(0, n, _ADD_CHUNK):
                 chunk = l2_normalize(x[start : start + _ADD_CHUNK])  # (<=chunk, d)
                 _check_finite("embeddings", chunk, offset=start)

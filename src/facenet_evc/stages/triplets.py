@@ -388,9 +388,9 @@ def _spacy_batch(
     texts = (" ".join(c.split()) for c in captions)
     docs = nlp.pipe(texts, batch_size=batch_size)
     if progress:
-        from tqdm import tqdm
+        from facenet_evc.progress import progress_bar
 
-        docs = tqdm(docs, total=len(captions), desc="triplets", unit="caption")
+        docs = progress_bar(docs, total=len(captions), desc="triplets", unit="caption")
     return [extract_triplet(doc, lemmatize=lemmatize) for doc in docs]
 
 

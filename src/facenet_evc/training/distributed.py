@@ -49,6 +49,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from facenet_evc.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,9 @@ def resolve_rank_device(name: str, ctx: DistContext) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise SetupError(f"device {name!r} requested but CUDA is not available")
     if ctx.local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"LOCAL_RANK={ctx.local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
+        raise SetupError(f"LOCAL_RANK={ctx.local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
                            "visible: start at most that many processes per node")
     return torch.device("cuda", ctx.local_rank)
 
@@ -257,7 +258,7 @@ def init_distributed(device_name: str) -> tuple[DistContext, torch.device]:
     if world == 1:
         return DistContext(), resolve_rank_device(device_name, DistContext())
     if not dist.is_available():
-        raise RuntimeError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
+        raise SetupError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
     ctx = DistContext(rank, world, local, owns_group=True)
     device = resolve_rank_device(device_name, ctx)
     try:

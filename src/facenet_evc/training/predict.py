@@ -15,14 +15,14 @@ import argparse
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from facenet_evc.errors import SetupError
+from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.emvidcap import MAX_CAPTION_LEN, normalize_caption
 from facenet_evc.io import write_json
@@ -41,7 +41,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise SetupError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
 
 
@@ -113,7 +113,7 @@ def generate_captions(
     model.eval()  # FACE-net's dropout too, not only the decoder's (decoder.generate sets only its own)
     out: dict[str, str] = {}
     try:
-        bar = tqdm(total=len(video_ids), unit="video", desc="decode", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(video_ids), unit="video", desc="decode", disable=not progress)
         for chunk in iter_video_batches(video_ids, batch_size):
             batch = to_device(artifacts.video_inputs(chunk), device)
             with autocast_for(model.cfg, device):

@@ -9,6 +9,8 @@ captions + every lexicon word, EPAN style), the decoder and FaceNet, then runs A
   in at validation steps; floats are written with ``repr`` so two identical runs give
   byte-identical logs;
 * ``out_dir/curves.png`` — losses and validation CFS against the step;
+* ``out_dir/tensorboard/`` — TensorBoard event files written live (losses, lr, throughput,
+  validation metrics, per-module signals; :mod:`.tensorboard_log`);
 * ``out_dir/last/`` every ``ckpt_every`` steps and at the end; ``out_dir/best/`` at the first
   validation and whenever the validation CFS improves (:mod:`.checkpoint` for the layout);
 * ``out_dir/split.json`` — the training and held-out video ids.
@@ -49,20 +51,20 @@ import math
 import os
 import random
 import shutil
-import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normalize_caption, read_split
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
 from facenet_evc.models.config import FaceNetConfig
 from facenet_evc.models.decoders import Vocab
+from facenet_evc.progress import progress_bar
 from facenet_evc.training.checkpoint import (
     CheckpointError,
     TrainState,
@@ -84,6 +86,7 @@ from facenet_evc.training.data import (
 )
 from facenet_evc.training.distributed import DistContext, init_distributed, loss_counts, per_rank_batch, rank_loss
 from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions
+from facenet_evc.training.tensorboard_log import SUBDIR as TB_SUBDIR, TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +305,7 @@ def train(
 # Settings a resume may change: how a run is executed or shown, and how long it runs (a longer
 # max_steps continues the same run; the weights up to the checkpoint do not depend on it).
 _UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every"}
-RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json")
+RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json", TB_SUBDIR)
 
 
 def run_fingerprint(cfg: FaceNetConfig, tcfg: TrainConfig, inputs: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
@@ -431,9 +434,11 @@ def _train(
         return score_predictions(preds, references, lexicon)
 
     csv_log = CsvLog(out / "log.csv", state.step if ckpt is not None else None) if dctx.is_main else None
+    # purge_step: drop the events a killed run wrote after the checkpoint it resumes from
+    tb_log = TensorBoardLog(out, purge_step=state.step + 1) if dctx.is_main else None
     perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
-    bar = tqdm(total=tcfg.max_steps, initial=min(state.step, tcfg.max_steps), unit="step", desc="train",
-               disable=not tcfg.progress or not dctx.is_main, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=tcfg.max_steps, initial=min(state.step, tcfg.max_steps), unit="step", desc="train",
+                       disable=not tcfg.progress or not dctx.is_main)
     model.train()
     try:
         while state.step < tcfg.max_steps:
@@ -441,6 +446,7 @@ def _train(
                 state.epoch += 1
                 state.pos = 0
                 perm = epoch_permutation(len(dataset), tcfg.seed, state.epoch)
+            t_step = time.perf_counter()
             idx = perm[state.pos : state.pos + tcfg.batch_size]  # the global batch
             epoch = state.epoch
             state.pos += len(idx)
@@ -464,6 +470,7 @@ def _train(
             optimizer.step()
             scheduler.step()
             state.step += 1
+            step_seconds = time.perf_counter() - t_step
 
             row: dict[str, Any] = {"step": state.step, "epoch": epoch, "lr": float(lr),
                                    **dctx.global_losses(res, local, total, cfg.lambda_e, cfg.lambda_cls)}
@@ -487,6 +494,8 @@ def _train(
                     bar.write(f"step {state.step}: " + " ".join(f"{k} {state.metrics[k]:.4f}" for k in VAL_METRICS))
             if csv_log is not None:
                 csv_log.append(row)
+            if tb_log is not None:
+                tb_log.step(state.step, row, res.get("explain"), len(idx), step_seconds)
             if state.step % tcfg.ckpt_every == 0 or state.step == tcfg.max_steps:
                 save("last")
             if dctx.is_main and ("CIDEr" in row or state.step == tcfg.max_steps):
@@ -499,6 +508,8 @@ def _train(
         bar.close()
         if csv_log is not None:
             csv_log.close()
+        if tb_log is not None:
+            tb_log.close()
     if dctx.is_main and not (out / "curves.png").exists():
         plot_curves(out / "log.csv", out / "curves.png")
     summary = {
