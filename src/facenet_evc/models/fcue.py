@@ -22,7 +22,7 @@ the video gives theta, ``T̄ = theta ⊙ (alpha ⊙ T)``).
 ``"clip"`` (the default): the same equations with CLIP's own probabilities, so that alpha and
 theta respond to the input.
 
-* SR: ``p_i^c = softmax(s_SR · T_i^c)`` over the embedding dimension, with a scale taken from
+* SR: ``p_i^c = softmax(s_SR · T_i^c / |T_i^c|)`` over the embedding dimension, with a scale taken from
   CLIP's logit scale (``cfg.refine_logit_scale``, 100 for every released CLIP) and learned from
   there (``cfg.refine_learn_scale``). CLIP compares unit vectors through ``logit_scale ×
   cosine``; a softmax over one unit vector at that scale is peaked on the dimensions the text
@@ -165,7 +165,8 @@ class FCUE(nn.Module):
         # s_SR, s_CR >= 1; no upper clamp, so a scale that starts at CLIP's 100 can also grow
         scale = self.log_refine_scale.clamp_min(0.0).exp()  # (2,)
         if cfg.self_refine:
-            alpha = self_refinement_weights(triplets, 1.0 / scale[0])
+            # on the unit sphere, as CLIP compares texts (the triplet stage stores unit vectors already)
+            alpha = self_refinement_weights(F.normalize(triplets.float(), dim=-1), 1.0 / scale[0])
         if cfg.cross_refine:
             if video is None:
                 raise ValueError("refine_reading 'clip' needs the raw mean frame feature v̂ (video=...)")
