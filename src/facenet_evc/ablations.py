@@ -21,29 +21,12 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from facenet_evc.config import read_yaml, validate
+from facenet_evc.config import REPLACED_KEYS, deep_merge, read_yaml, validate  # noqa: F401 (re-exported)
 
 FULL = "full"
 # The paper's column order (Tables 2-5), as in metrics.json.
 COLUMNS = ["Acc_sw", "Acc_c", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "BFS", "CFS"]
 HEADERS = ["Acc_sw", "Acc_c", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "BFS", "CFS"]
-
-
-# Replaced whole rather than merged: another decoder kind accepts other settings keys, so
-# an LSTM's hidden/attention sizes must not leak into a Transformer variant.
-REPLACED_KEYS = {"decoder_settings"}
-
-
-def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overlay`` merged in: mappings merge key by key (except
-    :data:`REPLACED_KEYS`), anything else replaces."""
-    out = copy.deepcopy(dict(base))
-    for key, value in overlay.items():
-        if key not in REPLACED_KEYS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:

@@ -107,9 +107,47 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_dataset_config(path: str | Path, variables: Mapping[str, Any] | None = None) -> dict:
-    """Read, substitute ``{..._root}`` placeholders in, and validate a dataset config."""
+# Replaced whole rather than merged: another decoder kind accepts other settings keys, so
+# an LSTM's hidden/attention sizes must not leak into a Transformer variant.
+REPLACED_KEYS = {"decoder_settings"}
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay`` merged in: mappings merge key by key (except
+    :data:`REPLACED_KEYS`), anything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if key not in REPLACED_KEYS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_dataset_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A dataset config's YAML with ``extends: other.yaml`` (relative to this file) resolved.
+
+    The file's own keys are deep-merged over those of the file it extends (see :func:`deep_merge`),
+    so ``config/demo_clip_seed1.yaml`` can be ``extends: demo.yaml`` plus the keys it changes.
+    """
+    path = Path(path)
     raw = read_yaml(path)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: extends: expected the path of another dataset config, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: extends: {base} makes a cycle ({' -> '.join(str(p) for p in _chain + (base_path,))})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends: {base_path} does not exist")
+    return deep_merge(read_dataset_yaml(base_path, _chain + (path.resolve(),)), raw)
+
+
+def load_dataset_config(path: str | Path, variables: Mapping[str, Any] | None = None) -> dict:
+    """Read (resolving ``extends:``), substitute ``{..._root}`` placeholders in, and validate a dataset config."""
+    raw = read_dataset_yaml(path)
     cfg = substitute(raw, {k: v for k, v in (variables or {}).items() if k.endswith("_root")}, source=str(path))
     cfg = validate(cfg, "dataset", source=str(path))
     cfg["_source"] = str(path)

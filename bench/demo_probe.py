@@ -1,0 +1,85 @@
+"""How much of each demo attribute the frame features carry: linear probes, trainval -> test.
+
+    python bench/demo_probe.py results/demo
+
+Reads ``data/scenes.json`` (ground-truth emotion, action, shape, colour of every video) and
+``features/clip_frames.h5``; fits a multinomial logistic regression per attribute on the
+trainval videos' features (mean, late-minus-early and std over the frames, standardised) and
+prints its accuracy on the test videos. With ``--retrieval`` (default: the run's own
+``baselines/retrieval/metrics.json``) it prints the retrieval baseline's Acc_sw beside the
+emotion probe: a captioner that writes an emotion word as good as the probe's, in every
+caption, is the ceiling a demo FACE-net can reach over copying a neighbour's caption.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facenet_evc.stages.clip_features import read_features
+
+
+def probe_features(frames: np.ndarray) -> np.ndarray:
+    """(n, N, d) -> (n, 3d): mean, late-minus-early (last third minus first third), std over frames."""
+    n_frames = frames.shape[1]
+    third = max(1, n_frames // 3)
+    late_early = frames[:, -third:].mean(1) - frames[:, :third].mean(1)
+    return np.concatenate([frames.mean(1), late_early, frames.std(1)], axis=1)
+
+
+def linear_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, n_classes: int,
+                 weight_decay: float = 1e-3, steps: int = 500, seed: int = 0) -> float:
+    """Test accuracy of a full-batch L-BFGS multinomial logistic regression on standardised features."""
+    torch.manual_seed(seed)
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    xt = torch.tensor((x_tr - mu) / sd, dtype=torch.float64)
+    xe = torch.tensor((x_te - mu) / sd, dtype=torch.float64)
+    yt = torch.tensor(y_tr)
+    lin = torch.nn.Linear(xt.shape[1], n_classes).double()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lin(xt), yt) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float((lin(xe).argmax(1).numpy() == y_te).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a demo results folder, e.g. results/demo")
+    ap.add_argument("--retrieval", help="retrieval baseline metrics.json (default: <run>/baselines/retrieval/metrics.json)")
+    args = ap.parse_args(argv)
+    root = Path(args.run)
+    scenes = json.loads((root / "data" / "scenes.json").read_text())["videos"]
+    feats = read_features(root / "features" / "clip_frames.h5")
+    ids = feats["video_ids"]
+    x = probe_features(feats["frames"].astype(np.float64))
+    split = np.array([scenes[v]["split"] for v in ids])
+    tr, te = split == "train", split == "test"
+    print(f"{root}: {tr.sum()} trainval / {te.sum()} test videos, probe features {x.shape[1]}-d")
+    results = {}
+    for attr in ("emotion", "action", "shape", "colour"):
+        labels = sorted({scenes[v][attr] for v in ids})
+        y = np.array([labels.index(scenes[v][attr]) for v in ids])
+        acc = linear_probe(x[tr], y[tr], x[te], y[te], len(labels))
+        chance = np.bincount(y[te]).max() / te.sum()
+        results[attr] = acc
+        print(f"  {attr:8s} {len(labels):2d} classes: test accuracy {100 * acc:5.1f}%  (majority {100 * chance:.1f}%)")
+    ret = Path(args.retrieval) if args.retrieval else root / "baselines" / "retrieval" / "metrics.json"
+    if ret.is_file():
+        acc_sw = json.loads(ret.read_text())["Acc_sw"]
+        print(f"  retrieval baseline Acc_sw {100 * acc_sw:.1f} vs emotion probe {100 * results['emotion']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
