@@ -72,7 +72,23 @@ def test_invalid_yaml_names_line(tmp_path):
         load_dataset_config(p)
 
 
-@pytest.mark.parametrize("name", ["demo", "evc_msvd", "evc_ve", "evc_combine"])
+def test_extends_merges_over_the_base_and_names_bad_chains(tmp_path):
+    write(tmp_path, {**BASE, "model": {"d": 64, "decoder": "lstm", "decoder_settings": {"hidden_size": 32}}}, "base.yaml")
+    child = write(tmp_path, {"extends": "base.yaml", "name": "child",
+                             "model": {"delta": 2.0, "decoder": "transformer", "decoder_settings": {"num_layers": 2}}},
+                  "child.yaml")
+    cfg = load_dataset_config(child, {"emvidcap_root": "/e"})
+    assert cfg["name"] == "child" and cfg["model"]["d"] == 64 and cfg["model"]["delta"] == 2.0
+    assert cfg["model"]["decoder_settings"] == {"num_layers": 2}  # replaced whole, not merged
+    assert cfg["data"]["lexicon"] == "/e/lex"
+    write(tmp_path, {"extends": "loop.yaml", "name": "loop"}, "loop.yaml")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_dataset_config(tmp_path / "loop.yaml")
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
+        load_dataset_config(write(tmp_path, {"extends": "missing.yaml", "name": "x"}, "x.yaml"))
+
+
+@pytest.mark.parametrize("name", ["demo", "demo_clip1", "evc_msvd", "evc_ve", "evc_combine"])
 def test_shipped_configs_validate(name):
     wf = load_workflow_config(PROJECT / "config" / "config.yaml")
     cfg = load_dataset_config(PROJECT / wf["datasets"][name], wf)
