@@ -147,6 +147,9 @@ def test_weights_are_normalised(full):
         np.testing.assert_allclose(dist.sum(1), 1.0, atol=1e-6)
         # "upset" is both sadness and anger, so the masses sum to 1 + its attention
         assert (mass.sum(1) > 1.0).all()
+        # lift = mass / the category's share of the words: the distribution is the lifts normalised
+        lift = np.array(emo["lift"])
+        np.testing.assert_allclose(dist, lift / lift.sum(1, keepdims=True), rtol=1e-5)
         np.testing.assert_allclose(np.array(emo["word_attention"]).sum(1), 1.0, atol=1e-5)
         np.testing.assert_allclose(sum(emo["classifier"]), 1.0, atol=1e-6)
         for gate in ("b_f", "b_e"):

@@ -9,8 +9,11 @@
   weights theta (eq. 15, K, sums to 1) and the router weights g (eq. 26, K, sums to 1);
 * per triplet the PVEA lexicon attention of eq. 19 (``Attn_c(F_i, E_0)``, head-averaged,
   averaged over the N frames): its mass per lexicon category (a word of two categories counts
-  for both, so the masses may sum to a little more than 1), that mass normalised to a
-  distribution, and the most attended words; the eq. 31 classifier's softmax over categories;
+  for both, so the masses may sum to a little more than 1), its *lift* (the mass divided by the
+  mass uniform attention would give, i.e. the category's share of the lexicon words: without
+  this the biggest category peaks whenever attention is flat, which is what the explain figures
+  showed before), the lifts normalised to a distribution, and the most attended words; the
+  eq. 31 classifier's softmax over categories;
 * the gates B_f, B_e (eq. 24-25, d-vectors in (-1, 1)): every value, summary statistics and a
   histogram;
 * the beam-search caption (5 beams, 15 words, as ``predict``) beside the references.
@@ -205,7 +208,11 @@ def video_record(
         cats = artifacts.lexicon_categories
         word_attn = ex["lexicon_attn"][b].float().mean(1)  # (K, N_w): eq. 19 weights, frame mean
         mass = ex["category_attn"][b].float().mean(1)  # (K, C)
-        dist = mass / mass.sum(-1, keepdim=True).clamp_min(torch.finfo(mass.dtype).tiny)  # (K, C)
+        # Mass relative to uniform attention: categories have 5-8 words in the demo lexicon (1-19 in
+        # EmVidCap's), so raw masses peak on the biggest category whenever attention is flat.
+        share = torch.as_tensor(member.sum(0) / member.shape[0], dtype=mass.dtype)  # (C,) uniform mass
+        lift = mass / share.clamp_min(torch.finfo(mass.dtype).tiny)  # (K, C), 1 = as uniform attention
+        dist = lift / lift.sum(-1, keepdim=True).clamp_min(torch.finfo(mass.dtype).tiny)  # (K, C)
         top = []
         for k in range(word_attn.shape[0]):
             w, i = word_attn[k].topk(min(top_words, word_attn.shape[1]))
@@ -214,7 +221,8 @@ def video_record(
         classifier = None
         if enc.get("emotion_logits") is not None:
             classifier = _floats(torch.softmax(enc["emotion_logits"][b].float(), -1))  # (C,) eq. 31's softmax
-        rec["emotion"] = {"category_mass": _floats(mass), "distribution": _floats(dist), "top_words": top,
+        rec["emotion"] = {"category_mass": _floats(mass), "lift": _floats(lift), "distribution": _floats(dist),
+                          "top_words": top,
                           "word_attention": _floats(word_attn), "classifier": classifier}
     return rec
 

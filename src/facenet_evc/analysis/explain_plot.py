@@ -202,7 +202,7 @@ def _plot_emotion(ax: Any, rec: Mapping[str, Any], colors: list[Any]) -> None:
     ax.set_xlim(-0.5, len(cats) - 0.5)
     ax.set_ylim(0, None)
     ax.set_ylabel("probability", fontsize=FONT)
-    ax.set_title("Emotion distribution per triplet: PVEA attention over the lexicon E_0 (eq. 19), per category",
+    ax.set_title("Emotion distribution per triplet: PVEA attention over the lexicon E_0 (eq. 19), per category (lift over uniform)",
                  fontsize=FONT + 1, loc="left")
     ax.grid(axis="y", alpha=0.3)
     height_in = ax.get_position().height * ax.figure.get_figheight()
