@@ -118,7 +118,7 @@ def runs(tmp_path_factory) -> dict[str, Any]:
     state = torch.load(out["stopped"] / "last" / "state.pt", weights_only=True)
     out["stopped_rng"] = state["rng"]
     out["stopped_meta"] = meta_before
-    cli = ["-m", "facenet_evc.cli", "train", "--features", art["features"], "--topk", art["topk"],
+    cli = ["-m", "facenet_evc", "train", "--features", art["features"], "--topk", art["topk"],
            "--triplets", art["triplets"], "--lexicon-h5", art["lexicon_h5"], "--captions", art["trainval"],
            "--lexicon", art["lexicon_dir"], "--model-config", json.dumps(MODEL_CFG),
            "--train-config", json.dumps({**TRAIN_CFG, **RUN}), "--out", str(out["stopped"])]

@@ -27,7 +27,8 @@ from facenet_evc.models.pvea import PVEA
 from facenet_evc.stages.triplets import Triplet, write_triplets_h5
 from facenet_evc.training.checkpoint import TrainState, save_checkpoint
 from facenet_evc.training.data import ArtifactError, load_artifacts
-from facenet_evc.training.predict import build_facenet, generate_captions, load_model
+from facenet_evc.training.decoding import generate_captions
+from facenet_evc.training.factory import create_facenet, load_model
 from test_training import MODEL_CFG, TEMPLATES, TEST, build_artifacts
 
 STEP = 7
@@ -47,7 +48,8 @@ def make_checkpoint(art: dict[str, str], out: Path, **model_over) -> Path:
     a = load_artifacts(art["features"], art["topk"], art["triplets"], art["lexicon_h5"])
     vocab = Vocab.build([normalize_caption(c) for caps in TEMPLATES for c in caps], a.lexicon_words)
     torch.manual_seed(0)
-    model = build_facenet(cfg, vocab, a.lexicon_words, a.lexicon_vectors, a.lexicon_member.astype(np.float32))
+    model = create_facenet(cfg, vocab=vocab, lexicon_words=a.lexicon_words, lexicon_vectors=a.lexicon_vectors,
+                           word_category=a.lexicon_member.astype(np.float32))
     save_checkpoint(out, model, None, None, TrainState(step=STEP), cfg.to_dict(), vocab=vocab.to_dict(),
                     lexicon_words=a.lexicon_words)
     return out

@@ -29,7 +29,8 @@ from facenet_evc.stages.clip_model import DEMO_MODEL, TemporalHead, create_clip,
 from facenet_evc.stages.emotion_embed import run as embed_lexicon
 from facenet_evc.stages.repository import build_repository, run_retrieval, run_triplets
 from facenet_evc.training.data import load_artifacts
-from facenet_evc.training.predict import generate_captions, load_model
+from facenet_evc.training.decoding import generate_captions
+from facenet_evc.training.factory import load_model
 from facenet_evc.training.trainer import train
 
 N_FRAMES, K = 4, 2

@@ -40,7 +40,7 @@ from facenet_evc.io import atomic_h5, read_strings, write_strings
 from facenet_evc.models.config import FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.training.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint, read_meta
-from facenet_evc.training.predict import build_facenet
+from facenet_evc.training.factory import create_facenet
 from facenet_evc.training.trainer import train
 from test_training import MODEL_CFG, TEST, TRAINVAL, build_artifacts, train_kwargs
 
@@ -340,8 +340,8 @@ def _model_like(ckpt: Path, **over) -> torch.nn.Module:
     meta = read_meta(ckpt)
     tensors = load_file(str(ckpt / "model.safetensors"))
     cfg = FaceNetConfig.from_dict({**meta["model_config"], **over})
-    return build_facenet(cfg, Vocab.from_dict(meta["vocab"]), meta["lexicon_words"], tensors["lexicon"],
-                         tensors["word_category"])
+    return create_facenet(cfg, vocab=Vocab.from_dict(meta["vocab"]), lexicon_words=meta["lexicon_words"],
+                          lexicon_vectors=tensors["lexicon"], word_category=tensors["word_category"])
 
 
 @pytest.mark.parametrize("over, keys", [

@@ -16,7 +16,7 @@ import yaml
 
 from facenet_evc.cli import main
 from facenet_evc.data.demo import make_demo
-from facenet_evc.stages.clip_features import _ids_from_captions
+from facenet_evc.data.emvidcap import video_ids_in_files
 from facenet_evc.stages.clip_model import (
     DEMO_MODEL,
     TemporalHead,
@@ -80,7 +80,7 @@ def test_merged_shards_equal_a_single_job(extracted: dict) -> None:
     assert a["attrs"] == b["attrs"]
     assert not {"shard_index", "n_shards", "shard_rows"} & set(b["attrs"])
     ids = [s.decode() for s in a["video_ids"][0]]
-    assert [s.decode() for s in b["video_ids"][0]] == ids == _ids_from_captions(extracted["captions"])
+    assert [s.decode() for s in b["video_ids"][0]] == ids == video_ids_in_files(extracted["captions"])
     assert ids != sorted(ids)  # the order is the caption files', and it survived the merge
     for k in ("frames", "mean", "video_embed"):
         (xa, ta, ca), (xb, tb, cb) = a[k], b[k]
@@ -91,7 +91,7 @@ def test_merged_shards_equal_a_single_job(extracted: dict) -> None:
 
 
 def test_shards_hold_contiguous_whole_batches(extracted: dict) -> None:
-    ids = _ids_from_captions(extracted["captions"])
+    ids = video_ids_in_files(extracted["captions"])
     sizes = []
     for i, path in enumerate(extracted["shards"]):
         with h5py.File(path, "r") as f:
@@ -146,7 +146,7 @@ def test_merge_rejects_missing_repeated_and_foreign_shards(extracted: dict) -> N
         f.attrs["checkpoint_sha256"] = "0" * 64  # a shard made with another CLIP
     with pytest.raises(ValueError, match=r"foreign\.h5: attr 'checkpoint_sha256'.*different extractions"):
         merge_feature_shards([s0, foreign, s2], out)
-    ids = _ids_from_captions(extracted["captions"])
+    ids = video_ids_in_files(extracted["captions"])
     with pytest.raises(ValueError, match="differ from the caption files'"):
         merge_feature_shards([s0, s1, s2], out, expected_ids=sorted(ids))
     assert not out.exists()

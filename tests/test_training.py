@@ -37,7 +37,8 @@ from facenet_evc.training.checkpoint import (
 )
 from facenet_evc.training.config import TrainConfig
 from facenet_evc.training.data import ArtifactError, load_artifacts, make_samples, split_train_val
-from facenet_evc.training.predict import predict, retrieval_baseline
+from facenet_evc.inference.baseline import retrieval_baseline
+from facenet_evc.inference.predict import predict
 from facenet_evc.training.tensorboard_log import read_scalars
 from facenet_evc.training.trainer import score_predictions, train
 
@@ -417,12 +418,8 @@ def test_train_config_rejects_unknown_keys():
 def test_cli_hooks(reference, art, tmp_path):
     import argparse
 
-    from facenet_evc.training.predict import (
-        add_baseline_arguments,
-        add_predict_arguments,
-        run_baseline_cli,
-        run_predict_cli,
-    )
+    from facenet_evc.inference import baseline
+    from facenet_evc.inference import predict as predict_cmd
     from facenet_evc.training.trainer import add_train_arguments, run_train_cli
 
     ref_out, _ = reference
@@ -438,15 +435,15 @@ def test_cli_hooks(reference, art, tmp_path):
     assert json.loads((tmp_path / "cli_run" / "last" / "meta.json").read_text())["step"] == 3
 
     p = argparse.ArgumentParser()
-    add_predict_arguments(p)
+    predict_cmd.add_arguments(p)
     args = p.parse_args(["--checkpoint", str(ref_out / "last"), "--features", art["features"], "--topk", art["topk"],
                          "--triplets", art["triplets"], "--captions", art["test"], "--out", str(tmp_path / "p.json"),
                          "--num-beams", "2", "--device", "cpu"])
-    assert run_predict_cli(args) == 0
+    assert predict_cmd.run_cli(args) == 0
     assert sorted(json.loads((tmp_path / "p.json").read_text())) == TEST
 
     p = argparse.ArgumentParser()
-    add_baseline_arguments(p)
+    baseline.add_arguments(p)
     args = p.parse_args(["--topk", art["topk"], "--captions", art["test"], "--out", str(tmp_path / "b.json")])
-    assert run_baseline_cli(args) == 0
+    assert baseline.run_cli(args) == 0
     assert sorted(json.loads((tmp_path / "b.json").read_text())) == TEST

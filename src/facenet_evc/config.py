@@ -8,6 +8,7 @@ path (``data.captions.test[0].sep``) and what was expected.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -189,3 +190,26 @@ def _paths_under(value: Any, key: str):
         else:
             for k, v in value.items():
                 yield from _paths_under(v, f"{key}.{k}")
+
+
+def load_mapping(value: str | None, what: str) -> dict[str, Any]:
+    """A config given as a JSON/YAML file path or as inline JSON/YAML text (``{"d": 300}``)."""
+    if not value:
+        return {}
+    inline = value.lstrip().startswith("{")
+    if not inline and Path(value).is_file():
+        return read_yaml(value)
+    if value.strip().endswith((".json", ".yaml", ".yml")) and "{" not in value:
+        raise FileNotFoundError(f"{what}: file {value} not found")
+    try:
+        # JSON first: YAML 1.1 reads JSON's "1e-06" as a string
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        data = None
+    try:
+        data = yaml.safe_load(value) if data is None else data
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what}: neither an existing file nor valid inline JSON/YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: expected a mapping (file or inline JSON/YAML), got {value!r}")
+    return data

@@ -153,3 +153,14 @@ def describe_h5(path: str | os.PathLike, max_items: int = 3) -> str:
     except OSError as e:
         raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
     return "\n".join(lines)
+
+
+def named_metrics(items: list[str], flag: str = "--metrics") -> dict[str, dict]:
+    """``NAME=PATH`` arguments -> ``{name: the metrics.json at path}``, in the given order."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} {item!r}: expected NAME=PATH")
+        out[name] = read_json(path)
+    return out

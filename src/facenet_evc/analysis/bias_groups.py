@@ -243,7 +243,7 @@ def write_report(report: Mapping[str, Any], out_json: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc bias-groups``."""
-    from facenet_evc.cli import _add_captions_args
+    from facenet_evc.data.sources import add_captions_args
 
     parser.add_argument("--predictions", nargs="+", required=True, metavar="NAME=PATH",
                         help="labelled P.json files, e.g. full=results/ds/predictions.json ba_off=.../predictions.json "
@@ -252,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shorthand for one more --predictions ba_off=PATH (the model without the BA module)")
     parser.add_argument("--references", required=True, help="R.json of the test split: {video_id: [captions]}")
     parser.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
-    _add_captions_args(parser)  # the test split's caption files: the videos' F-E bias classes
+    add_captions_args(parser)  # the test split's caption files: the videos' F-E bias classes
     parser.add_argument("--unit", choices=VIDEO_UNITS, default=Reading().unit, help="per-video reading of Rule 1")
     parser.add_argument("--threshold", choices=THRESHOLDS, default=Reading().threshold)
     parser.add_argument("--t1", type=float, default=T1)
@@ -264,7 +264,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from facenet_evc.cli import _caption_sources
+    from facenet_evc.data.sources import caption_sources
     from facenet_evc.data.emvidcap import read_split
     from facenet_evc.evaluation.bias import read_msvd_captions
 
@@ -278,7 +278,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if not args.youtube_mapping:
             raise ValueError("--msvd-captions needs --youtube-mapping")
         msvd = read_msvd_captions(args.msvd_captions, args.youtube_mapping)
-    captions = read_split(_caption_sources(args.captions, args.captions_seps))
+    captions = read_split(caption_sources(args.captions, args.captions_seps))
     report = bias_group_report(preds, args.references, args.lexicon, captions, args.unit, args.threshold, args.t1,
                                args.t2, msvd, meteor=not args.no_meteor, caption_files=args.captions)
     md = write_report(report, args.out)

@@ -297,14 +297,14 @@ def figure_links(explain_dir: str | Path | None, out_dir: str | Path, video_ids:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc browse``."""
-    from facenet_evc.cli import _add_captions_args
+    from facenet_evc.data.sources import add_captions_args
 
     parser.add_argument("--runs", nargs="+", required=True, metavar="NAME=PATH",
                         help="labelled predictions.json files; the first is run A, the second run B by default "
                              "(e.g. facenet=results/ds/predictions.json retrieval=results/ds/baselines/retrieval/...)")
     parser.add_argument("--references", required=True, help="R.json of the test split")
     parser.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
-    _add_captions_args(parser)  # the test caption files: the F-E bias groups
+    add_captions_args(parser)  # the test caption files: the F-E bias groups
     parser.add_argument("--t1", type=float, default=None, help="Rule 1 emotional threshold (default 1/6)")
     parser.add_argument("--t2", type=float, default=None, help="Rule 1 factual threshold (default 1/10)")
     parser.add_argument("--checkpoint", help="checkpoint of run A (e.g. <train>/best): alpha, theta, g per video")
@@ -322,11 +322,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from facenet_evc.analysis.bias_groups import parse_labelled
-    from facenet_evc.cli import _caption_sources
+    from facenet_evc.data.sources import caption_sources
     from facenet_evc.data.emvidcap import read_split
 
     runs = parse_labelled(args.runs)
-    captions = read_split(_caption_sources(args.captions, args.captions_seps))
+    captions = read_split(caption_sources(args.captions, args.captions_seps))
     video_ids = sorted(read_json(args.references))
     explained = None
     needed = {"--features": args.features, "--topk": args.topk, "--triplets": args.triplets,
@@ -352,21 +352,21 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def add_thumbnail_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc thumbnails``."""
-    from facenet_evc.cli import _add_captions_args
+    from facenet_evc.data.sources import add_captions_args
 
     parser.add_argument("--videos", required=True, help="folder of <video_id>.<ext> files")
-    _add_captions_args(parser)  # the split whose videos get a strip
+    add_captions_args(parser)  # the split whose videos get a strip
     parser.add_argument("--frames", type=int, default=THUMB_FRAMES, help="frames per strip")
     parser.add_argument("--height", type=int, default=THUMB_HEIGHT, help="strip height in pixels")
     parser.add_argument("--out", required=True, help="folder of <video_id>.jpg (kept strips are not redone)")
 
 
 def run_thumbnail_cli(args: argparse.Namespace) -> int:
-    from facenet_evc.training.predict import _split_video_ids
+    from facenet_evc.data.sources import split_video_ids
 
     if args.frames < 1 or args.height < 8:
         raise ValueError(f"--frames must be >= 1 and --height >= 8, got {args.frames} and {args.height}")
-    names = make_thumbnails(args.videos, _split_video_ids(args.captions, args.captions_seps), args.out,
+    names = make_thumbnails(args.videos, split_video_ids(args.captions, args.captions_seps), args.out,
                             n_frames=args.frames, height=args.height)
     print(json.dumps({"out": str(args.out), "thumbnails": len(names)}))
     return 0

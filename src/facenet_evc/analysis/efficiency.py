@@ -11,7 +11,7 @@ how it counted; what is measured here:
   decoder, and ``other`` (the frame projection ``v_proj`` and the emotion classifier). The
   buffers E_0 and the word -> category table are not parameters (counted apart).
 * **FLOPs per caption**: :class:`torch.utils.flop_counter.FlopCounterMode` over one call of
-  :func:`~facenet_evc.training.predict.generate_captions` on one video: the encoder
+  :func:`~facenet_evc.training.decoding.generate_captions` on one video: the encoder
   (FCUE -> PVEA -> DBAR -> Q-Former) plus the whole beam search (5 beams, at most 15 tokens,
   until every beam has closed). It counts matrix products only (mm, addmm, bmm, convolution,
   scaled-dot-product attention), 2 FLOPs per multiply-add; element-wise ops, softmax,
@@ -59,11 +59,12 @@ from torch import nn
 from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import write_json, write_text
-from facenet_evc.models.config import FaceNetConfig
-from facenet_evc.models.decoders import Vocab, create_decoder
+from facenet_evc.models.config import WORD_DECODERS, FaceNetConfig
+from facenet_evc.models.decoders import Vocab
 from facenet_evc.models.facenet import FaceNet
 from facenet_evc.training.data import Artifacts
-from facenet_evc.training.predict import generate_captions
+from facenet_evc.training.decoding import generate_captions
+from facenet_evc.training.factory import create_facenet
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ def random_model(cfg: FaceNetConfig, vocab_size: int = DEFAULT_VOCAB_SIZE,
     torch.manual_seed(seed)
     words = [f"emotion{i}" for i in range(n_lexicon_words)]
     vocab = None
-    if cfg.decoder in ("lstm", "transformer"):
+    if cfg.decoder in WORD_DECODERS:
         n_fill = vocab_size - 4 - len(words)
         if n_fill < 0:
             raise ValueError(f"vocab_size {vocab_size} cannot hold 4 specials and {len(words)} lexicon words")
@@ -438,16 +439,15 @@ def random_model(cfg: FaceNetConfig, vocab_size: int = DEFAULT_VOCAB_SIZE,
     lexicon = torch.randn(n_lexicon_words, cfg.d_e)  # (N_w, d_e) stands for GloVe E_0
     member = torch.zeros(n_lexicon_words, n_categories)  # (N_w, C): word i in category i mod C
     member[torch.arange(n_lexicon_words), torch.arange(n_lexicon_words) % n_categories] = 1.0
-    decoder = create_decoder(cfg.decoder, cfg.d, cfg.decoder_settings, vocab, words, random_init=True)
-    return FaceNet(cfg, lexicon, member, decoder).eval()
+    return create_facenet(cfg, vocab=vocab, lexicon_words=words, lexicon_vectors=lexicon, word_category=member,
+                          random_init=True).eval()
 
 
 def resolve_model_config(value: str, config_dir: str | Path = "config") -> dict[str, Any]:
     """A FaceNetConfig mapping from a dataset config name (``config/<name>.yaml``: its
     ``model:`` section), a YAML/JSON file (a dataset config or a bare FaceNetConfig) or inline
     JSON/YAML."""
-    from facenet_evc.config import read_yaml
-    from facenet_evc.training.trainer import load_mapping
+    from facenet_evc.config import load_mapping, read_yaml
 
     named = Path(config_dir) / f"{value}.yaml"
     if re.fullmatch(r"[A-Za-z0-9_.-]+", value) and not value.endswith((".yaml", ".yml", ".json")):
@@ -647,7 +647,7 @@ def write_report(report: Mapping[str, Any], out_json: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc efficiency``."""
-    from facenet_evc.cli import _add_captions_args
+    from facenet_evc.data.sources import add_captions_args
 
     src = parser.add_argument_group("model (one of)")
     src.add_argument("--checkpoint", help="checkpoint directory (e.g. results/<ds>/train/best)")
@@ -659,7 +659,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--features", help="frame features HDF5")
     data.add_argument("--topk", help="top-K retrieval HDF5")
     data.add_argument("--triplets", help="triplet embeddings HDF5")
-    _add_captions_args(data, required=False)
+    add_captions_args(data, required=False)
     shape = parser.add_argument_group("random-weight shape")
     shape.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="word decoders' vocabulary")
     shape.add_argument("--lexicon-words", type=int, default=DEFAULT_LEXICON_WORDS)
@@ -676,7 +676,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from facenet_evc.training.data import load_artifacts
-    from facenet_evc.training.predict import _split_video_ids, load_model, resolve_device
+    from facenet_evc.data.sources import split_video_ids
+    from facenet_evc.training.factory import load_model
+    from facenet_evc.training.runtime import resolve_device
 
     if bool(args.checkpoint) == bool(args.random_weights):
         raise ValueError("give either --checkpoint CKPT_DIR or --random-weights --model-config CONFIG")
@@ -708,7 +710,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                  f"{args.lexicon_words} words / {args.lexicon_categories} categories; no trained weights)"}
     if given:
         artifacts = load_artifacts(args.features, args.topk, args.triplets)
-        videos = list(dict.fromkeys(_split_video_ids(args.captions, args.captions_seps)))
+        videos = list(dict.fromkeys(split_video_ids(args.captions, args.captions_seps)))
         if not videos:
             raise ValueError(f"{', '.join(args.captions)}: no video")
         artifacts.check_videos(videos)

@@ -53,7 +53,8 @@ from facenet_evc.progress import progress_bar
 from facenet_evc.io import atomic_path, read_json, read_strings, write_json
 from facenet_evc.models.facenet import FaceNet
 from facenet_evc.training.data import Artifacts, ArtifactError, iter_video_batches, load_artifacts, to_device
-from facenet_evc.training.predict import autocast_for, load_model, resolve_device
+from facenet_evc.training.factory import load_model
+from facenet_evc.training.runtime import autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ def explain(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc explain``."""
-    from facenet_evc.cli import _add_captions_args
+    from facenet_evc.data.sources import add_captions_args
 
     parser.add_argument("video_ids", nargs="*", metavar="VIDEO_ID", help="videos to explain (or --captions + --first)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <train out>/best)")
@@ -378,7 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lexicon", help="folder of <category>.txt files: marks the emotion words of the captions")
     parser.add_argument("--references", help="R.json {video_id: [captions]} shown next to the generated caption")
     parser.add_argument("--videos", help="folder of <video_id>.<ext> files: a strip of frames on the figure")
-    _add_captions_args(parser, required=False)
+    add_captions_args(parser, required=False)
     parser.add_argument("--first", type=int, default=None, metavar="N",
                         help="with --captions: explain the first N videos of those caption files")
     parser.add_argument("--out-dir", required=True, help="folder for <video_id>.png and <video_id>.json")
@@ -393,9 +394,9 @@ def select_videos(args: argparse.Namespace) -> list[str]:
     """The positional ids, then (with ``--captions``) the first ``--first`` videos of the caption files."""
     videos = list(args.video_ids)
     if args.captions:
-        from facenet_evc.training.predict import _split_video_ids
+        from facenet_evc.data.sources import split_video_ids
 
-        split = _split_video_ids(args.captions, args.captions_seps)
+        split = split_video_ids(args.captions, args.captions_seps)
         if args.first is not None:
             if args.first < 1:
                 raise ValueError(f"--first must be >= 1, got {args.first}")

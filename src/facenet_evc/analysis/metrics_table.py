@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from facenet_evc.cli import named_metrics
+    from facenet_evc.io import named_metrics
 
     text = metrics_markdown(named_metrics(args.metrics), args.title)
     if args.comparison:

@@ -184,6 +184,15 @@ def read_split(sources: Iterable[CaptionSource]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def video_ids_in_files(paths: Iterable[str | Path]) -> list[str]:
+    """Video ids of caption files in first-appearance order (a video may appear in several files)."""
+    ids: dict[str, None] = {}
+    for p in paths:
+        for vid in read_captions(p)["VideoID"]:
+            ids.setdefault(str(vid), None)
+    return list(ids)
+
+
 def captions_by_video(df: pd.DataFrame) -> dict[str, list[str]]:
     """``{video_id: [captions]}`` in file order (the order EPAN's loader builds)."""
     out: dict[str, list[str]] = {}

@@ -6,7 +6,7 @@ encoded by the exported CLIP (:func:`~facenet_evc.stages.clip_features.encode_vi
 plus the temporal head when the features had one), top-K repository captions retrieved by
 cosine similarity from the exported FAISS index (:func:`~facenet_evc.stages.retrieval.retrieve_topk`),
 their triplet embeddings gathered, and FACE-net's beam search run
-(:func:`~facenet_evc.training.predict.generate_captions`). A new video owns no repository
+(:func:`~facenet_evc.training.decoding.generate_captions`). A new video owns no repository
 caption, so nothing is excluded — as for the workflow's test videos, which are not in the
 training repository either.
 
@@ -58,7 +58,8 @@ class Captioner:
         from facenet_evc.stages.clip_model import image_mean_std, load_temporal_head
         from facenet_evc.stages.repository import read_repository
         from facenet_evc.stages.triplets import read_triplets_h5
-        from facenet_evc.training.predict import load_model_files, resolve_device
+        from facenet_evc.training.factory import create_facenet
+        from facenet_evc.training.runtime import resolve_device
 
         self.root = Path(model_dir)
         self.manifest = m = read_manifest(self.root)
@@ -98,7 +99,8 @@ class Captioner:
 
         meta = read_json(self.root / comp["meta"])
         base = str(self.root / comp["decoder_base"]) if comp.get("decoder_base") else None
-        self.model = load_model_files(meta, self.root / comp["weights"], self.device, decoder_pretrained=base)
+        self.model = create_facenet(meta=meta, weights=self.root / comp["weights"], device=self.device,
+                                    decoder_pretrained=base)
         self.meta = meta
 
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +126,7 @@ class Captioner:
     ) -> list[str]:
         """Captions of decoded videos ``(b, N, S, S, 3)``, through the prediction path of the workflow."""
         from facenet_evc.training.data import Artifacts
-        from facenet_evc.training.predict import generate_captions
+        from facenet_evc.training.decoding import generate_captions
 
         feats, queries = self.encode(frames)  # (b, N, d), (b, d)
         idx, scores = self.retrieve(queries)  # (b, K), (b, K)

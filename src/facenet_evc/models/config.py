@@ -24,7 +24,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-DECODER_KINDS = ("lstm", "transformer", "t5", "opt")
+# The one list of decoder kinds (the schema's model.decoder enum is checked against it by a test).
+WORD_DECODERS = ("lstm", "transformer")  # own word vocabulary, float32 everywhere
+LLM_DECODERS = ("t5", "opt")  # a Hugging Face LLM + LoRA, bf16 autocast on CUDA
+DECODER_KINDS = WORD_DECODERS + LLM_DECODERS
 ORDERS = ("fact_first", "emotion_first")
 REFINE_READINGS = ("clip", "literal")
 

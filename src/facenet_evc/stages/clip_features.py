@@ -41,8 +41,11 @@ from torch.utils.data import DataLoader, Dataset
 from facenet_evc.errors import NotFoundError
 from facenet_evc.progress import progress_bar
 
+from facenet_evc.data.emvidcap import video_ids_in_files
 from facenet_evc.data.video import VideoError, read_frames, resize_center_crop
 from facenet_evc.io import atomic_h5, file_sha256, read_strings, write_strings
+from facenet_evc.stages.feature_shards import parse_shard, shard_attrs, shard_ids
+from facenet_evc.stages.features_h5 import create_feature_datasets
 
 log = logging.getLogger(__name__)
 
@@ -258,15 +261,6 @@ def _check_tubelet(tubelet: Sequence[int] | None, visual: nn.Module) -> tuple[in
 
 
 # --------------------------------------------------------------------------- extraction
-
-
-def create_feature_datasets(f: h5py.File, n: int, n_frames: int, d: int, video_embed: bool) -> None:
-    """Create the (empty) float datasets of a features file; one layout for every writer,
-    so a merged file (:mod:`facenet_evc.stages.feature_shards`) is stored like an extracted one."""
-    f.create_dataset("frames", shape=(n, n_frames, d), dtype="float32", chunks=(max(1, min(n, 64)), n_frames, d))
-    f.create_dataset("mean", shape=(n, d), dtype="float32")
-    if video_embed:
-        f.create_dataset("video_embed", shape=(n, d), dtype="float32")
 
 
 def load_image_encoder(
@@ -597,16 +591,6 @@ def _py_attr(value: Any) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-def _ids_from_captions(paths: Sequence[str | os.PathLike]) -> list[str]:
-    from facenet_evc.data.emvidcap import read_captions
-
-    ids: dict[str, None] = {}
-    for p in paths:
-        for vid in read_captions(p)["VideoID"]:
-            ids.setdefault(str(vid), None)
-    return list(ids)
-
-
 def add_extract_features_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc extract-features``."""
     parser.add_argument("--videos", required=True, type=Path, help="folder of <video id>.<ext> files")
@@ -634,9 +618,7 @@ def add_extract_features_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_extract_features_cli(args: argparse.Namespace) -> int:
     """``facenet-evc extract-features``. Errors propagate to the CLI's handler (exit 2)."""
-    from facenet_evc.stages.feature_shards import parse_shard, shard_attrs, shard_ids
-
-    ids = _ids_from_captions(args.captions) if args.captions else None
+    ids = video_ids_in_files(args.captions) if args.captions else None
     videos = find_videos(args.videos, ids)
     extra = None
     if args.shard is not None:
@@ -670,7 +652,7 @@ def run_import_features_cli(args: argparse.Namespace) -> int:
     if args.vid_prefix:
         values = [None if p.lower() == "none" else p for p in args.vid_prefix]
         prefixes = values[0] if len(values) == 1 else values
-    summary = import_epan_features(args.epan_h5, _ids_from_captions(args.captions), args.out,
+    summary = import_epan_features(args.epan_h5, video_ids_in_files(args.captions), args.out,
                                    n_frames=args.n_frames, vid_prefix=prefixes)
     print(json.dumps(summary, indent=2))
     return 0

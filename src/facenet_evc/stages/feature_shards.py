@@ -32,12 +32,13 @@ import h5py
 import numpy as np
 from facenet_evc.progress import progress_bar
 
+from facenet_evc.data.emvidcap import video_ids_in_files
 from facenet_evc.io import atomic_h5, read_strings, write_strings
+from facenet_evc.stages.features_h5 import FEATURE_DATASETS, create_feature_datasets
 
 log = logging.getLogger(__name__)
 
 SHARD_ATTRS = ("shard_index", "n_shards", "shard_rows", "n_videos_total")
-FEATURE_DATASETS = ("frames", "mean", "video_embed")  # float datasets, rows = videos
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
@@ -166,8 +167,6 @@ def merge_feature_shards(
     bar = progress_bar(total=n_total, unit="video", desc="merge features", disable=not progress)
     with atomic_h5(out_path, common) as out:
         write_strings(out, "video_ids", all_ids)
-        from facenet_evc.stages.clip_features import create_feature_datasets
-
         create_feature_datasets(out, n_total, int(n_frames), int(d), video_embed="video_embed" in names)
         for i in range(n_shards):
             p, attrs, ids = shards[i]
@@ -203,8 +202,6 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_merge_cli(args: argparse.Namespace) -> int:
     """``facenet-evc merge-features``. Errors propagate to the CLI's handler (exit 2)."""
-    from facenet_evc.stages.clip_features import _ids_from_captions
-
-    expected = _ids_from_captions(args.captions) if args.captions else None
+    expected = video_ids_in_files(args.captions) if args.captions else None
     print(json.dumps(merge_feature_shards(args.shards, args.out, expected), indent=2))
     return 0

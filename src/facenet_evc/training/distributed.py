@@ -1,6 +1,6 @@
 """Data-parallel training over the processes ``torchrun`` starts (DistributedDataParallel).
 
-``torchrun --nproc_per_node N -m facenet_evc.cli train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``torchrun --nproc_per_node N -m facenet_evc train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` reads them, places each rank on ``cuda:LOCAL_RANK``
 (backend NCCL) or on the CPU (backend Gloo) and opens the process group. Without them (or
 with ``WORLD_SIZE=1``) it returns a single-process context whose methods do nothing, so the
@@ -190,7 +190,7 @@ class DistContext:
         if not self.enabled:
             return
         from facenet_evc.training.checkpoint import STATE_FILE, restore_rng
-        from facenet_evc.training.trainer import seed_everything
+        from facenet_evc.training.runtime import seed_everything
 
         ranks = None
         if checkpoint is not None:
@@ -225,7 +225,7 @@ class DistContext:
 
 def resolve_rank_device(name: str, ctx: DistContext) -> torch.device:
     """The device of this rank: ``cuda:LOCAL_RANK`` for ``auto`` (with CUDA) or ``cuda``, else the CPU."""
-    from facenet_evc.training.predict import resolve_device
+    from facenet_evc.training.runtime import resolve_device
 
     if not ctx.enabled:
         return resolve_device(name)

@@ -42,14 +42,12 @@ data order and the checkpoint are the same, only rank 0 writes and validates
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -62,7 +60,9 @@ import torch
 from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normalize_caption, read_split
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
-from facenet_evc.models.config import FaceNetConfig
+from facenet_evc.config import load_mapping
+from facenet_evc.data.sources import add_captions_args, caption_sources
+from facenet_evc.models.config import LLM_DECODERS, FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.progress import progress_bar
 from facenet_evc.training.checkpoint import (
@@ -85,7 +85,9 @@ from facenet_evc.training.data import (
     to_device,
 )
 from facenet_evc.training.distributed import DistContext, init_distributed, loss_counts, per_rank_batch, rank_loss
-from facenet_evc.training.predict import LLM_DECODERS, autocast_for, build_facenet, generate_captions
+from facenet_evc.training.decoding import generate_captions
+from facenet_evc.training.factory import create_facenet
+from facenet_evc.training.runtime import autocast_for, deterministic, seed_everything
 from facenet_evc.training.tensorboard_log import SUBDIR as TB_SUBDIR, TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -96,12 +98,6 @@ SELECT_METRIC = "CFS"  # model selection on the validation videos
 
 
 # --------------------------------------------------------------------------- determinism helpers
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
@@ -125,22 +121,6 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
     return factor
 
-
-@contextlib.contextmanager
-def _deterministic(device: torch.device):
-    """Deterministic kernels for the duration of the run; the process' previous settings restored after."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
 
 
 # --------------------------------------------------------------------------- validation
@@ -294,7 +274,7 @@ def train(
         if dctx.is_main:
             check_run_dir(out, fingerprint, restart_if_changed)
         dctx.barrier()
-        with _deterministic(device):
+        with deterministic(device):
             return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
                           _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx, fingerprint)
     finally:
@@ -394,8 +374,9 @@ def _train(
         if meta is not None and meta.get("vocab") != vocab.to_dict():
             raise CheckpointError(f"{ckpt}: the checkpoint's vocabulary differs from the one built from the "
                                   "current training captions (other captions, lexicon, min_count or split?)")
-    model = build_facenet(cfg, vocab, artifacts.lexicon_words, artifacts.lexicon_vectors,
-                          artifacts.lexicon_member.astype(np.float32)).to(device)
+    model = create_facenet(cfg, vocab=vocab, lexicon_words=artifacts.lexicon_words,
+                           lexicon_vectors=artifacts.lexicon_vectors,
+                           word_category=artifacts.lexicon_member.astype(np.float32)).to(device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg))
     state = TrainState()
@@ -536,33 +517,6 @@ def _train(
 # --------------------------------------------------------------------------- CLI
 
 
-def load_mapping(value: str | None, what: str) -> dict[str, Any]:
-    """A config given as a JSON/YAML file path or as inline JSON/YAML text (``{"d": 300}``)."""
-    import yaml
-
-    from facenet_evc.config import read_yaml
-
-    if not value:
-        return {}
-    inline = value.lstrip().startswith("{")
-    if not inline and Path(value).is_file():
-        return read_yaml(value)
-    if value.strip().endswith((".json", ".yaml", ".yml")) and "{" not in value:
-        raise FileNotFoundError(f"{what}: file {value} not found")
-    try:
-        # JSON first: YAML 1.1 reads JSON's "1e-06" as a string
-        data = json.loads(value)
-    except json.JSONDecodeError:
-        data = None
-    try:
-        data = yaml.safe_load(value) if data is None else data
-    except yaml.YAMLError as e:
-        raise ValueError(f"{what}: neither an existing file nor valid inline JSON/YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what}: expected a mapping (file or inline JSON/YAML), got {value!r}")
-    return data
-
-
 def _checked_mapping(value: str | None, what: str, cls: type) -> dict[str, Any]:
     """``load_mapping`` whose unknown keys and bad values are reported with the file (or flag) they came from,
     before any artifact is read."""
@@ -577,13 +531,11 @@ def _checked_mapping(value: str | None, what: str, cls: type) -> dict[str, Any]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc train``."""
-    from facenet_evc.cli import _add_captions_args
-
     parser.add_argument("--features", required=True, help="frame features HDF5 (trainval videos)")
     parser.add_argument("--topk", required=True, help="top-K retrieval HDF5")
     parser.add_argument("--triplets", required=True, help="triplet embeddings HDF5 of the repository captions")
     parser.add_argument("--lexicon-h5", required=True, help="lexicon embeddings HDF5 (embed-lexicon)")
-    _add_captions_args(parser)  # --captions: the trainval caption files (the repository, in order)
+    add_captions_args(parser)  # --captions: the trainval caption files (the repository, in order)
     parser.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
     parser.add_argument("--model-config", default=None, help="FaceNetConfig: JSON/YAML file or inline JSON/YAML")
     parser.add_argument("--train-config", default=None, help="TrainConfig: JSON/YAML file or inline JSON/YAML")
@@ -594,12 +546,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train_cli(args: argparse.Namespace) -> int:
-    from facenet_evc.cli import _caption_sources as cli_sources
-
     summary = train(_checked_mapping(args.model_config, "--model-config", FaceNetConfig),
                     _checked_mapping(args.train_config, "--train-config", TrainConfig),
                     args.features, args.topk, args.triplets, args.lexicon_h5,
-                    cli_sources(args.captions, args.captions_seps), args.lexicon, args.out,
+                    caption_sources(args.captions, args.captions_seps), args.lexicon, args.out,
                     restart_if_changed=args.restart_if_changed)
     if int(os.environ.get("RANK") or 0) == 0:  # one summary under torchrun
         print(json.dumps(summary, indent=2))

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from ..config import DECODER_KINDS as KINDS
 from .base import CaptionDecoder
 from .vocab import Vocab
-
-KINDS = ("lstm", "transformer", "t5", "opt")
 
 # settings keys -> constructor keyword, per kind (defaults live in the constructors)
 _KEYS: dict[str, dict[str, str]] = {
