@@ -7,7 +7,7 @@ FAISS ?= cpu            # `make FAISS=gpu ...` on a CUDA 12 workstation
 CORES ?= 2
 DEMO_TARGET ?= all
 
-.PHONY: setup demo test dryrun clean-results
+.PHONY: setup demo test test-fast lint dryrun clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: setup
 
 test: setup
 	$(RUN) python -m pytest -q
+
+# Day-to-day: everything but the tests that train models or run the workflow (about a minute).
+test-fast: setup
+	$(RUN) python -m pytest -q -m "not slow"
+
+# The workflow's rules: Snakemake's linter and snakefmt's formatting (CI runs both).
+lint: setup
+	$(RUN) snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules
 
 dryrun: setup
 	$(RUN) snakemake -n $(DEMO_TARGET)

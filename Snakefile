@@ -4,10 +4,12 @@
 # Rules only choose paths and call one `facenet-evc` subcommand; all logic is in src/facenet_evc.
 from snakemake.utils import validate
 
+
 configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/workflow.schema.yaml")
+
 
 include: "rules/common.smk"
 include: "rules/data.smk"

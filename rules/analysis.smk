@@ -8,27 +8,27 @@ rule efficiency:
         features=lambda w: artifacts(w)["features"],
         topk=lambda w: artifacts(w)["topk"],
         triplets=lambda w: artifacts(w)["triplets"],
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY, run=""),
         captions=caption_files("test"),
     output:
         json=f"{RESULTS}/{{ds}}/efficiency.json",
         md=report(f"{RESULTS}/{{ds}}/efficiency.md", category="Efficiency"),
-    params:
-        checkpoint=f"{RESULTS}/{{ds}}/train/best",
-        seps=caption_seps("test"),
-        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
-        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
-        device=lambda w: dataset(w.ds)["train"]["device"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
     log:
         f"{RESULTS}/{{ds}}/logs/efficiency.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/efficiency.tsv"
     conda:
         "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
+    params:
+        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        seps=caption_seps("test"),
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
     shell:
         "facenet-evc efficiency --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
         " --triplets {input.triplets} --captions {input.captions} --captions-seps {params.seps}"
@@ -47,17 +47,17 @@ rule bias_groups:
     output:
         json=f"{RESULTS}/{{ds}}/bias_groups.json",
         md=report(f"{RESULTS}/{{ds}}/bias_groups.md", category="Metrics per bias group"),
-    params:
-        runs=lambda w, input: f"facenet={input.facenet} retrieval_baseline={input.retrieval_baseline}",
-        seps=caption_seps("test"),
-        t1=lambda w: dataset(w.ds)["bias"]["t1"],
-        t2=lambda w: dataset(w.ds)["bias"]["t2"],
     log:
         f"{RESULTS}/{{ds}}/logs/bias_groups.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/bias_groups.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        runs=lambda w, input: f"facenet={input.facenet} retrieval_baseline={input.retrieval_baseline}",
+        seps=caption_seps("test"),
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
     shell:
         "facenet-evc bias-groups --predictions {params.runs} --references {input.references} --lexicon {input.lexicon}"
         " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"
@@ -75,39 +75,35 @@ rule bias_groups_ba:
         captions=caption_files("test"),
     output:
         json=f"{RESULTS}/{{ds}}/ablations/bias_groups.json",
-        md=report(f"{RESULTS}/{{ds}}/ablations/bias_groups.md", category="Metrics per bias group"),
-    params:
-        runs=lambda w, input: (f"facenet={input.facenet} facenet_without_BA={input.ba_off}"
-                               f" retrieval_baseline={input.retrieval_baseline}"),
-        seps=caption_seps("test"),
-        t1=lambda w: dataset(w.ds)["bias"]["t1"],
-        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+        md=report(
+            f"{RESULTS}/{{ds}}/ablations/bias_groups.md",
+            category="Metrics per bias group",
+        ),
     log:
         f"{RESULTS}/{{ds}}/logs/bias_groups_ba.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/bias_groups_ba.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        runs=lambda w, input: (
+            f"facenet={input.facenet} facenet_without_BA={input.ba_off}"
+            f" retrieval_baseline={input.retrieval_baseline}"
+        ),
+        seps=caption_seps("test"),
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
     shell:
         "facenet-evc bias-groups --predictions {params.runs} --references {input.references} --lexicon {input.lexicon}"
         " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"
         " --out {output.json} > {log} 2>&1"
 
 
-
-def explain_videos_dir(w):
-    """The dataset's video folder for the frame strip, or [] (EPAN-imported features have none)."""
-    ds = dataset(w.ds)
-    if ds["data"].get("demo"):
-        return f"{ds['data']['demo']['out']}/videos"
-    return ds["features"].get("videos") or []
-
-
 rule explain:
     """Per test video: retrieved triplets, alpha / theta / g, emotion attention, gates and the caption."""
     input:
         unpack(artifacts),
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY, run=""),
         captions=caption_files("test"),
         references=f"{RESULTS}/{{ds}}/references/test.json",
         lexicon=lexicon_dir,
@@ -119,38 +115,33 @@ rule explain:
             category="Explain",
             labels={"video": "{video}"},
         ),
-    params:
-        checkpoint=f"{RESULTS}/{{ds}}/train/best",
-        seps=caption_seps("test"),
-        n=lambda w: dataset(w.ds)["analysis"]["explain_videos"],
-        videos=lambda w: f"--videos {shlex.quote(explain_videos_dir(w))}" if explain_videos_dir(w) else "",
-        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
-        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
-        device=lambda w: dataset(w.ds)["train"]["device"],
-    threads: 1
-    resources:
-        mem_mb=4000,
     log:
         f"{RESULTS}/{{ds}}/logs/explain.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/explain.tsv"
     conda:
         "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        seps=caption_seps("test"),
+        n=lambda w: dataset(w.ds)["analysis"]["explain_videos"],
+        videos=lambda w: (
+            f"--videos {shlex.quote(explain_videos_dir(w))}"
+            if explain_videos_dir(w)
+            else ""
+        ),
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
     shell:
         "facenet-evc explain --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
         " --triplets {input.triplets} --lexicon-h5 {input.lexicon_h5} --lexicon {input.lexicon}"
         " --references {input.references} {params.videos} --captions {input.captions} --captions-seps {params.seps}"
         " --first {params.n} --num-beams {params.beams} --max-len {params.max_len} --device {params.device}"
         " --threads {threads} --out-dir {output} > {log} 2>&1"
-
-
-def ablation_metrics(w):
-    """variant -> metrics.json of every variant the dataset runs ('full' is the dataset's own run)."""
-    from facenet_evc.ablations import selected_variants
-
-    names = selected_variants(ablation_grid(), dataset(w.ds))
-    return {v: f"{RESULTS}/{w.ds}/metrics.json" if v == "full" else f"{RESULTS}/{w.ds}/ablations/{v}/metrics.json"
-            for v in names}
 
 
 rule ablation_table:
@@ -161,16 +152,20 @@ rule ablation_table:
     output:
         md=report(f"{RESULTS}/{{ds}}/ablations/table.md", category="Ablations"),
         csv=f"{RESULTS}/{{ds}}/ablations/table.csv",
-    params:
-        metrics=lambda w, input: " ".join(f"{v}={input[v]}" for v in ablation_metrics(w)),
-        note=lambda w: shlex.quote(f"Dataset {w.ds}; metrics x100 on the test split; best per table in bold; "
-                                   f"each variant trained with the dataset's train settings."),
     log:
         f"{RESULTS}/{{ds}}/logs/ablation_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/ablation_table.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        metrics=lambda w, input: " ".join(
+            f"{v}={input[v]}" for v in ablation_metrics(w)
+        ),
+        note=lambda w: shlex.quote(
+            f"Dataset {w.ds}; metrics x100 on the test split; best per table in bold; "
+            f"each variant trained with the dataset's train settings."
+        ),
     shell:
         "facenet-evc ablation-table --grid {input.grid} --metrics {params.metrics} --note {params.note}"
         " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
@@ -185,28 +180,18 @@ rule metrics_table:
         comparison=f"{RESULTS}/{{ds}}/compare_retrieval.json",
     output:
         report(f"{RESULTS}/{{ds}}/metrics.md", category="Metrics"),
-    params:
-        title=lambda w: shlex.quote(f"{w.ds}: test metrics (x100)"),
     log:
         f"{RESULTS}/{{ds}}/logs/metrics_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/metrics_table.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        title=lambda w: shlex.quote(f"{w.ds}: test metrics (x100)"),
     shell:
         "facenet-evc metrics-table --metrics FACE-net={input.facenet} 'top-1 retrieved caption'={input.retrieval}"
         " 'human (one reference vs the others)'={input.human} --comparison {input.comparison}"
         " --title {params.title} --out {output} > {log} 2>&1"
-
-
-def seed_inputs(w):
-    """metrics.json and compare_retrieval.json of FACE-net for every seed of the dataset."""
-    out = {}
-    for s in dataset(w.ds)["seeds"]:
-        run = seed_run(w.ds, s)
-        out[f"metrics{s}"] = f"{RESULTS}/{w.ds}/{run}metrics.json"
-        out[f"compare{s}"] = f"{RESULTS}/{w.ds}/{run}compare_retrieval.json"
-    return out
 
 
 rule seeds_table:
@@ -218,36 +203,26 @@ rule seeds_table:
     output:
         md=report(f"{RESULTS}/{{ds}}/seeds/table.md", category="Seeds"),
         csv=f"{RESULTS}/{{ds}}/seeds/table.csv",
-    params:
-        facenet=lambda w, input: ",".join(input[f"metrics{s}"] for s in dataset(w.ds)["seeds"]),
-        comparisons=lambda w, input: " ".join(f"seed{s}={input[f'compare{s}']}" for s in dataset(w.ds)["seeds"]),
-        title=lambda w: shlex.quote(f"{w.ds}: test metrics over training seeds {dataset(w.ds)['seeds']}"),
     log:
         f"{RESULTS}/{{ds}}/logs/seeds_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/seeds_table.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        facenet=lambda w, input: ",".join(
+            input[f"metrics{s}"] for s in dataset(w.ds)["seeds"]
+        ),
+        comparisons=lambda w, input: " ".join(
+            f"seed{s}={input[f'compare{s}']}" for s in dataset(w.ds)["seeds"]
+        ),
+        title=lambda w: shlex.quote(
+            f"{w.ds}: test metrics over training seeds {dataset(w.ds)['seeds']}"
+        ),
     shell:
         "facenet-evc seeds-table --runs FACE-net={params.facenet} 'top-1 retrieved caption'={input.retrieval}"
         " 'human (one reference vs the others)'={input.human} --comparisons {params.comparisons}"
         " --title {params.title} --out {output.md} --csv {output.csv} > {log} 2>&1"
-
-
-def ablation_seed_metrics(w):
-    """'<variant>@<seed>' -> metrics.json for every variant and every seed in ablations.seeds."""
-    from facenet_evc.ablations import selected_variants
-
-    abl = dataset(w.ds)["ablations"]
-    if not abl["seeds"]:
-        raise ValueError(f"dataset {w.ds}: ablations.seeds is null; list seeds to build ablations/seeds/table.md")
-    names = selected_variants(ablation_grid(), dataset(w.ds))
-    if abl["seed_variants"] is not None:
-        unknown = sorted(set(abl["seed_variants"]) - set(names))
-        if unknown:
-            raise ValueError(f"dataset {w.ds}: ablations.seed_variants {unknown} are not in ablations.variants {names}")
-        names = [v for v in names if v in abl["seed_variants"]]
-    return {f"{v}@{s}": f"{RESULTS}/{w.ds}/{seed_run(w.ds, s, v)}metrics.json" for v in names for s in abl["seeds"]}
 
 
 rule ablation_seeds_table:
@@ -257,18 +232,26 @@ rule ablation_seeds_table:
     output:
         md=report(f"{RESULTS}/{{ds}}/ablations/seeds/table.md", category="Ablations"),
         csv=f"{RESULTS}/{{ds}}/ablations/seeds/table.csv",
-    params:
-        runs=lambda w, input: " ".join(
-            shlex.quote(v + "=" + ",".join(input[k] for k in ablation_seed_metrics(w) if k.split("@")[0] == v))
-            for v in dict.fromkeys(k.split("@")[0] for k in ablation_seed_metrics(w))
-        ),
-        title=lambda w: shlex.quote(f"{w.ds}: ablations over training seeds {dataset(w.ds)['ablations']['seeds']}"),
     log:
         f"{RESULTS}/{{ds}}/logs/ablation_seeds_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/ablation_seeds_table.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        runs=lambda w, input: " ".join(
+            shlex.quote(
+                v
+                + "="
+                + ",".join(
+                    input[k] for k in ablation_seed_metrics(w) if k.split("@")[0] == v
+                )
+            )
+            for v in dict.fromkeys(k.split("@")[0] for k in ablation_seed_metrics(w))
+        ),
+        title=lambda w: shlex.quote(
+            f"{w.ds}: ablations over training seeds {dataset(w.ds)['ablations']['seeds']}"
+        ),
     shell:
         "facenet-evc seeds-table --runs {params.runs} --title {params.title} --out {output.md} --csv {output.csv}"
         " > {log} 2>&1"
@@ -281,69 +264,55 @@ rule browse_thumbnails:
         captions=caption_files("test"),
     output:
         directory(f"{RESULTS}/{{ds}}/browse_thumbs"),
-    params:
-        seps=caption_seps("test"),
     log:
         f"{RESULTS}/{{ds}}/logs/browse_thumbnails.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/browse_thumbnails.tsv"
     conda:
         "../envs/pipeline.yaml"
+    params:
+        seps=caption_seps("test"),
     shell:
         "facenet-evc thumbnails --videos {input.videos} --captions {input.captions} --captions-seps {params.seps}"
         " --out {output} > {log} 2>&1"
-
-
-def browse_runs(w):
-    """name -> predictions.json of the runs on the page: FACE-net, the retrieval baseline, analysis.browse_runs."""
-    runs = {
-        "facenet": f"{RESULTS}/{w.ds}/predictions.json",
-        "retrieval_baseline": f"{RESULTS}/{w.ds}/baselines/retrieval/predictions.json",
-    }
-    for run in dataset(w.ds)["analysis"].get("browse_runs", []):
-        run = run.rstrip("/")
-        # ablations/v -> v, seeds/seed1 -> seed1, ablations/v/seeds/seed1 -> v.seed1, baselines/x -> x
-        name = run.removeprefix("ablations/").replace("/seeds/", ".").removeprefix("seeds/").split("/")[-1]
-        runs[name] = f"{RESULTS}/{w.ds}/{run}/predictions.json"
-    return runs
-
-
-def browse_inputs(w):
-    """Every input of the page; thumbnails only where the dataset has video files."""
-    inputs = {**artifacts(w), **{f"run_{k}": v for k, v in browse_runs(w).items()}}
-    if explain_videos_dir(w):
-        inputs["thumbs"] = f"{RESULTS}/{w.ds}/browse_thumbs"
-    return inputs
 
 
 rule browse:
     """The per-video results browser: a static page (index.html + data.js) that opens from file://."""
     input:
         unpack(browse_inputs),
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY, run=""),
         references=f"{RESULTS}/{{ds}}/references/test.json",
         lexicon=lexicon_dir,
         captions=caption_files("test"),
         explain=f"{RESULTS}/{{ds}}/explain",
     output:
-        report(directory(f"{RESULTS}/{{ds}}/browse"), htmlindex="index.html", category="Results browser"),
-    params:
-        runs=lambda w: " ".join(shlex.quote(f"{k}={v}") for k, v in browse_runs(w).items()),
-        checkpoint=f"{RESULTS}/{{ds}}/train/best",
-        seps=caption_seps("test"),
-        thumbs=lambda w, input: f"--thumbs {shlex.quote(input.thumbs)}" if "thumbs" in input.keys() else "",
-        t1=lambda w: dataset(w.ds)["bias"]["t1"],
-        t2=lambda w: dataset(w.ds)["bias"]["t2"],
-        device=lambda w: dataset(w.ds)["train"]["device"],
-    threads: 1
-    resources:
-        mem_mb=4000,
+        report(
+            directory(f"{RESULTS}/{{ds}}/browse"),
+            htmlindex="index.html",
+            category="Results browser",
+        ),
     log:
         f"{RESULTS}/{{ds}}/logs/browse.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/browse.tsv"
     conda:
         "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        runs=lambda w: " ".join(
+            shlex.quote(f"{k}={v}") for k, v in browse_runs(w).items()
+        ),
+        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        seps=caption_seps("test"),
+        thumbs=lambda w, input: (
+            f"--thumbs {shlex.quote(input.thumbs)}" if "thumbs" in input.keys() else ""
+        ),
+        t1=lambda w: dataset(w.ds)["bias"]["t1"],
+        t2=lambda w: dataset(w.ds)["bias"]["t2"],
+        device=lambda w: dataset(w.ds)["train"]["device"],
     shell:
         "facenet-evc browse --runs {params.runs} --references {input.references} --lexicon {input.lexicon}"
         " --captions {input.captions} --captions-seps {params.seps} --t1 {params.t1} --t2 {params.t2}"

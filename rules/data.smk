@@ -9,16 +9,16 @@ rule make_demo:
         scenes=f"{RESULTS}/{{ds}}/data/scenes.json",
         lexicon=directory(f"{RESULTS}/{{ds}}/data/lexicon"),
         videos=directory(f"{RESULTS}/{{ds}}/data/videos"),
-    params:
-        out=lambda w: dataset(w.ds)["data"]["demo"]["out"],
-        n_videos=lambda w: dataset(w.ds)["data"]["demo"]["n_videos"],
-        seed=lambda w: dataset(w.ds)["data"]["demo"]["seed"],
     log:
         f"{RESULTS}/{{ds}}/logs/make_demo.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/make_demo.tsv"
     conda:
         "../envs/pipeline.yaml"
+    params:
+        out=lambda w: dataset(w.ds)["data"]["demo"]["out"],
+        n_videos=lambda w: dataset(w.ds)["data"]["demo"]["n_videos"],
+        seed=lambda w: dataset(w.ds)["data"]["demo"]["seed"],
     shell:
         "facenet-evc make-demo --out {params.out} --n-videos {params.n_videos} --seed {params.seed} > {log} 2>&1"
 
@@ -29,15 +29,15 @@ rule references:
         captions=caption_files("test"),
     output:
         f"{RESULTS}/{{ds}}/references/test.json",
-    params:
-        seps=caption_seps("test"),
-        max_len=max_caption_len,
     log:
         f"{RESULTS}/{{ds}}/logs/references.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/references.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        seps=caption_seps("test"),
+        max_len=max_caption_len,
     shell:
         "facenet-evc prepare-references --captions {input.captions} --captions-seps {params.seps}"
         " --max-len {params.max_len} --out {output} > {log} 2>&1"

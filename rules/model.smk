@@ -1,21 +1,6 @@
 # FACE-net training, prediction and the retrieval baseline (issue 03).
 
 
-def k_of(w):
-    return cfg(w)["retrieval"]["k"]
-
-
-def artifacts(w):
-    """The cached inputs of training and prediction."""
-    base = f"{RESULTS}/{w.ds}"
-    return {
-        "features": f"{base}/features/clip_frames.h5",
-        "topk": f"{base}/retrieval/topk_k{k_of(w)}.h5",
-        "triplets": f"{base}/triplets/triplets.h5",
-        "lexicon_h5": f"{base}/emotion/lexicon.h5",
-    }
-
-
 rule train:
     """Train FACE-net (eq. 10-32) on the cached artifacts; resumes from train/last after a kill."""
     input:
@@ -23,26 +8,29 @@ rule train:
         captions=caption_files("trainval"),
         lexicon=lexicon_dir,
     output:
-        summary=f"{RESULTS}/{{ds}}/{{run}}train/summary.json",
-        curves=report(f"{RESULTS}/{{ds}}/{{run}}train/curves.png", category="Training curves",
-                      subcategory="{ds} {run}"),
-    wildcard_constraints:
-        run=RUN,
-    params:
-        out=f"{RESULTS}/{{ds}}/{{run}}train",
-        seps=caption_seps("trainval"),
-        model=lambda w: shlex.quote(json.dumps(cfg(w)["model"], sort_keys=True)),
-        train=lambda w: shlex.quote(json.dumps({**cfg(w)["train"], "progress": False}, sort_keys=True)),
-    threads: lambda w: cfg(w)["train"]["threads"] or 2
-    resources:
-        mem_mb=8000,
-        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY),
+        curves=report(
+            f"{RESULTS}/{{ds}}/{{run}}train/curves.png",
+            category="Training curves",
+            subcategory="{ds} {run}",
+        ),
     log:
         f"{RESULTS}/{{ds}}/logs/{{run}}train.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/{{run}}train.tsv"
+    wildcard_constraints:
+        run=RUN,
     conda:
         "../envs/pipeline.yaml"
+    threads: lambda w: cfg(w)["train"]["threads"] or 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
+    params:
+        out=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_DIR),
+        seps=caption_seps("trainval"),
+        model=lambda w: shlex.quote(json.dumps(cfg(w)["model"], sort_keys=True)),
+        train=train_config_arg,
     shell:
         "facenet-evc train --features {input.features} --topk {input.topk} --triplets {input.triplets}"
         " --lexicon-h5 {input.lexicon_h5} --captions {input.captions} --captions-seps {params.seps}"
@@ -54,28 +42,28 @@ rule predict:
     """Caption the test videos with the best checkpoint: beam search, 5 beams, 15 tokens."""
     input:
         unpack(artifacts),
-        summary=f"{RESULTS}/{{ds}}/{{run}}train/summary.json",
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY),
         captions=caption_files("test"),
     output:
-        f"{RESULTS}/{{ds}}/{{run}}predictions.json",
-    wildcard_constraints:
-        run=RUN,
-    params:
-        checkpoint=f"{RESULTS}/{{ds}}/{{run}}train/best",
-        seps=caption_seps("test"),
-        beams=lambda w: cfg(w)["train"]["num_beams"],
-        max_len=lambda w: cfg(w)["train"]["max_len"],
-        device=lambda w: cfg(w)["train"]["device"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
+        layout.artifact_path(RESULTS, "{ds}", layout.PREDICTIONS),
     log:
         f"{RESULTS}/{{ds}}/logs/{{run}}predict.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/{{run}}predict.tsv"
+    wildcard_constraints:
+        run=RUN,
     conda:
         "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
+    params:
+        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT),
+        seps=caption_seps("test"),
+        beams=lambda w: cfg(w)["train"]["num_beams"],
+        max_len=lambda w: cfg(w)["train"]["max_len"],
+        device=lambda w: cfg(w)["train"]["device"],
     shell:
         "facenet-evc predict --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
         " --triplets {input.triplets} --captions {input.captions} --captions-seps {params.seps}"
@@ -87,25 +75,25 @@ rule export:
     """The best checkpoint with everything `facenet-evc caption` needs for new videos, in one folder."""
     input:
         unpack(artifacts),
-        repository=f"{RESULTS}/{{ds}}/retrieval/repository.h5",
-        summary=f"{RESULTS}/{{ds}}/train/summary.json",
+        repository=layout.artifact_path(RESULTS, "{ds}", layout.REPOSITORY),
+        summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY, run=""),
         clip=clip_checkpoint,
     output:
         f"{RESULTS}/{{ds}}/export/manifest.json",
-    params:
-        checkpoint=f"{RESULTS}/{{ds}}/train/best",
-        out=f"{RESULTS}/{{ds}}/export",
-        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
-        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
-    threads: 1
-    resources:
-        mem_mb=4000,
     log:
         f"{RESULTS}/{{ds}}/logs/export.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/export.tsv"
     conda:
         "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        out=f"{RESULTS}/{{ds}}/export",
+        beams=lambda w: dataset(w.ds)["train"]["num_beams"],
+        max_len=lambda w: dataset(w.ds)["train"]["max_len"],
     shell:
         "facenet-evc export --checkpoint {params.checkpoint} --features {input.features} --topk {input.topk}"
         " --repository {input.repository} --triplets {input.triplets} --lexicon-h5 {input.lexicon_h5}"
@@ -119,15 +107,15 @@ rule retrieval_baseline:
         captions=caption_files("test"),
     output:
         f"{RESULTS}/{{ds}}/baselines/retrieval/predictions.json",
-    params:
-        seps=caption_seps("test"),
-        max_len=max_caption_len,
     log:
         f"{RESULTS}/{{ds}}/logs/retrieval_baseline.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/retrieval_baseline.tsv"
     conda:
         "../envs/evaluation.yaml"
+    params:
+        seps=caption_seps("test"),
+        max_len=max_caption_len,
     shell:
         "facenet-evc retrieval-baseline --topk {input.topk} --captions {input.captions} --captions-seps {params.seps}"
         " --max-len {params.max_len} --out {output} > {log} 2>&1"

@@ -42,6 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from facenet_evc import layout
 from facenet_evc.io import file_sha256, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,15 @@ def standard_sources(config: str | os.PathLike, results_root: str | None = None)
         variables["results_root"] = results_root
     variables.setdefault("results_root", "results")
     cfg = load_dataset_config(config, variables)
-    base = Path(str(variables["results_root"])) / cfg["name"]
+    root, name = str(variables["results_root"]), cfg["name"]
+    inputs = layout.model_inputs(root, name, cfg["retrieval"]["k"])
     sources = ExportSources(
-        checkpoint=base / "train" / "best",
-        features=base / "features" / "clip_frames.h5",
-        topk=base / "retrieval" / f"topk_k{cfg['retrieval']['k']}.h5",
-        repository=base / "retrieval" / "repository.h5",
-        triplets=base / "triplets" / "triplets.h5",
-        lexicon=base / "emotion" / "lexicon.h5",
+        checkpoint=Path(layout.artifact_path(root, name, layout.CHECKPOINT, run="")),
+        features=Path(inputs["features"]),
+        topk=Path(inputs["topk"]),
+        repository=Path(layout.artifact_path(root, name, layout.REPOSITORY)),
+        triplets=Path(inputs["triplets"]),
+        lexicon=Path(inputs["lexicon_h5"]),
     )
     return sources, dict(cfg.get("train") or {})
 
