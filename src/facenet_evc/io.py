@@ -10,9 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -37,6 +38,44 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def old_dir(path: str | os.PathLike) -> Path:
+    """Where :func:`atomic_dir` moves the previous ``path`` aside while replacing it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.old"
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success it replaces ``path``.
+
+    The previous ``path`` is moved aside to :func:`old_dir` first and removed once the new one is
+    in place (``os.replace`` cannot overwrite a non-empty folder); should the last rename fail,
+    it is moved back. On any exception the temporary folder is removed and ``path`` is left as
+    it was. A reader that finds ``path`` missing but :func:`old_dir` complete was killed between
+    the two renames and may move it back (the checkpoints do).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        old = old_dir(path)
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON atomically."""
     with atomic_path(path) as tmp:
@@ -49,6 +88,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def write_json_and_markdown(out_json: str | os.PathLike, report: Any, markdown: str) -> Path:
+    """``out_json`` and, beside it under the same name with ``.md``, its markdown; returns the md path."""
+    md = Path(out_json).with_suffix(".md")
+    write_json(out_json, report)
+    write_text(md, markdown)
+    return md
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -82,6 +129,28 @@ def _attr_value(value: Any) -> Any:
 
 def _is_flat_numeric(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value) and len(value) > 0
+
+
+def read_attrs(obj: h5py.HLObject, *, scalars: bool = True, arrays: bool = False,
+               json_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """An HDF5 object's attrs as Python values: text decoded; with ``scalars`` numpy scalars as
+    Python numbers, with ``arrays`` numpy arrays as lists; the ``json_keys`` parsed back from the
+    JSON text :func:`atomic_h5` stores None, dicts and nested lists as.
+
+    ``scalars=False`` keeps numpy scalars, so attrs copied into another file keep their dtype.
+    """
+    out: dict[str, Any] = {}
+    for key, value in obj.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        elif scalars and isinstance(value, np.generic):
+            value = value.item()
+        elif arrays and isinstance(value, np.ndarray):
+            value = value.tolist()
+        if key in json_keys and isinstance(value, str):
+            value = json.loads(value)
+        out[key] = value
+    return out
 
 
 def write_strings(group: h5py.Group, name: str, strings: list[str]) -> h5py.Dataset:

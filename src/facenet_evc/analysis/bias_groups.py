@@ -38,7 +38,7 @@ import pandas as pd
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.evaluation import check_inputs, evaluate
 from facenet_evc.evaluation.bias import CLASSES, T1, T2, THRESHOLDS, UNITS, Reading, apply_rule2, msvd_emotional, rule1_classes
-from facenet_evc.io import read_json, write_json, write_text
+from facenet_evc.io import read_json, write_json_and_markdown
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +231,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 def write_report(report: Mapping[str, Any], out_json: str | Path) -> Path:
     """Write ``out_json`` and the markdown beside it (same name, ``.md``); returns the md path."""
-    out_json = Path(out_json)
-    md = out_json.with_suffix(".md")
-    write_json(out_json, report)
-    write_text(md, format_markdown(report))
-    return md
+    return write_json_and_markdown(out_json, report, format_markdown(report))
 
 
 # --------------------------------------------------------------------------- CLI

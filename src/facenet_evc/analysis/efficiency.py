@@ -58,7 +58,7 @@ import torch
 from torch import nn
 from facenet_evc.progress import progress_bar
 
-from facenet_evc.io import write_json, write_text
+from facenet_evc.io import write_json_and_markdown
 from facenet_evc.models.config import WORD_DECODERS, FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.models.facenet import FaceNet
@@ -635,11 +635,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 def write_report(report: Mapping[str, Any], out_json: str | Path) -> Path:
     """Write ``out_json`` and the markdown table beside it (same name, ``.md``); returns the md path."""
-    out_json = Path(out_json)
-    md = out_json.with_suffix(".md")
-    write_json(out_json, report)
-    write_text(md, format_markdown(report))
-    return md
+    return write_json_and_markdown(out_json, report, format_markdown(report))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -26,7 +26,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from fractions import Fraction
 from importlib import resources
@@ -37,7 +36,7 @@ import av
 import numpy as np
 
 from facenet_evc.data.lexicon import read_lexicon
-from facenet_evc.io import read_json, write_json, write_text
+from facenet_evc.io import atomic_dir, read_json, write_json, write_text
 
 GENERATOR = "facenet_evc.data.demo"
 FORMAT_VERSION = 2  # 2: static mood cues at half the noise, 5% weak-cue videos (was 15%)
@@ -669,8 +668,7 @@ def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_
     test_ids = _split(rng, ids, emotions, test_fraction)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "videos").mkdir()
         (tmp / "captions").mkdir()
         (tmp / "lexicon").mkdir()
@@ -708,18 +706,6 @@ def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_
                 "colours": {k: [int(round(c * 255)) for c in v] for k, v in COLOURS.items()},
                 "videos": _round(videos)}
         write_json(tmp / "scenes.json", meta)
-
-        if out_dir.exists():
-            # Move the old folder aside first: os.replace cannot overwrite a non-empty folder.
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     n_caps = {s: sum(len(v["captions"]) for v in videos.values() if v["split"] == s) for s in ("train", "test")}
     return {

@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import h5py
 import numpy as np
 
 from facenet_evc import layout
-from facenet_evc.io import file_sha256, read_json, write_json
+from facenet_evc.io import atomic_dir, file_sha256, read_attrs, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +115,6 @@ def standard_sources(config: str | os.PathLike, results_root: str | None = None)
 # --------------------------------------------------------------------------- reading the sources
 
 
-def _attrs(f: h5py.File) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in f.attrs.items():
-        if isinstance(v, bytes):
-            v = v.decode()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[k] = v
-    return out
-
-
 def _json_attr(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -147,7 +135,7 @@ def _feature_settings(path: Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         if "frames" not in f:
             raise ValueError(f"{path}: not a CLIP feature file (no 'frames' dataset)")
-        attrs = _attrs(f)
+        attrs = read_attrs(f)
         _, n_frames, dim = (int(v) for v in f["frames"].shape)
         has_embed = "video_embed" in f
     if attrs.get("source") != "clip":
@@ -344,11 +332,10 @@ def export_model(
 
     # ---- write
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is meant to be shared
-    try:
+    with atomic_dir(out_dir) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is meant to be shared
         for rel in (WEIGHTS, REPOSITORY, INDEX, LEXICON, TEMPORAL_HEAD):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(s.checkpoint) / MODEL_FILE, tmp / WEIGHTS)
@@ -401,10 +388,6 @@ def export_model(
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s (step %s, %d repository captions, %d files, %.1f MB) -> %s in %.1f s", s.checkpoint,
              meta.get("step"), len(repo["caption"]), len(files), sum(f["bytes"] for f in files.values()) / 1e6,
              out_dir, time.perf_counter() - t0)
@@ -418,22 +401,6 @@ def _check_target(out_dir: Path) -> None:
             raise ValueError(f"{out_dir}: exists and is not a directory")
         if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
             raise ValueError(f"{out_dir}: a non-empty folder that is not an exported model; refusing to replace it")
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; a previous ``out_dir`` is moved aside first and removed after."""
-    old = out_dir.parent / f".{out_dir.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- reading an export

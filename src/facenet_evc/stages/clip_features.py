@@ -43,7 +43,7 @@ from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.emvidcap import video_ids_in_files
 from facenet_evc.data.video import VideoError, read_frames, resize_center_crop
-from facenet_evc.io import atomic_h5, file_sha256, read_strings, write_strings
+from facenet_evc.io import atomic_h5, file_sha256, read_attrs, read_strings, write_strings
 from facenet_evc.stages.feature_shards import parse_shard, shard_attrs, shard_ids
 from facenet_evc.stages.features_h5 import create_feature_datasets
 
@@ -572,20 +572,11 @@ def read_features(path: str | os.PathLike) -> dict[str, Any]:
             "video_ids": read_strings(f["video_ids"]),
             "frames": f["frames"][()],
             "mean": f["mean"][()],
-            "attrs": {k: _py_attr(v) for k, v in f.attrs.items()},
+            "attrs": read_attrs(f),
         }
         if "video_embed" in f:
             out["video_embed"] = f["video_embed"][()]
     return out
-
-
-def _py_attr(value: Any) -> Any:
-    # h5py returns numpy scalars; plain Python values compare and serialise (JSON) cleanly.
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- CLI

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
-from facenet_evc.io import atomic_h5, read_strings, write_strings
+from facenet_evc.io import atomic_h5, read_attrs, read_strings, write_strings
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +296,6 @@ def write_lexicon_h5(
 
 def read_lexicon_h5(path: str | Path) -> dict[str, Any]:
     """Read a file written by :func:`write_lexicon_h5` into a dict of its datasets and attrs."""
-    import json
-
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -309,11 +307,7 @@ def read_lexicon_h5(path: str | Path) -> dict[str, Any]:
             "member": f["member"][()],
             "vectors": f["vectors"][()],
         }
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    for key in ("oov", "fallback"):
-        if isinstance(attrs.get(key), str):
-            attrs[key] = json.loads(attrs[key])
-    out["attrs"] = attrs
+        out["attrs"] = read_attrs(f, scalars=False, json_keys=("oov", "fallback"))
     return out
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.emvidcap import video_ids_in_files
-from facenet_evc.io import atomic_h5, read_strings, write_strings
+from facenet_evc.io import atomic_h5, read_attrs, read_strings, write_strings
 from facenet_evc.stages.features_h5 import FEATURE_DATASETS, create_feature_datasets
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,6 @@ def shard_attrs(n_videos: int, batch_size: int, index: int, n_shards: int) -> di
     return {"shard_index": index, "n_shards": n_shards, "shard_rows": [lo, hi], "n_videos_total": n_videos}
 
 
-def _attrs(f: h5py.File) -> dict[str, Any]:
-    out = {}
-    for k, v in f.attrs.items():
-        out[k] = v.decode() if isinstance(v, bytes) else v
-    return out
-
-
 def _same(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
 
@@ -117,7 +110,7 @@ def merge_feature_shards(
         if not p.is_file():
             raise FileNotFoundError(f"{p}: feature shard not found")
         with h5py.File(p, "r") as f:
-            attrs = _attrs(f)
+            attrs = read_attrs(f, scalars=False)  # numpy scalars kept: the merged file stores them as they were
             missing = [k for k in SHARD_ATTRS if k not in attrs]
             if missing:
                 raise ValueError(f"{p}: not a feature shard (attrs {', '.join(missing)} missing; "

@@ -25,7 +25,7 @@ import numpy as np
 
 from facenet_evc.errors import SetupError
 from facenet_evc.data.corpus import EXTERNAL_VIDEO_ID
-from facenet_evc.io import atomic_h5, read_strings, write_strings
+from facenet_evc.io import atomic_h5, read_attrs, read_strings, write_strings
 
 log = logging.getLogger(__name__)
 
@@ -599,18 +599,8 @@ def read_topk_h5(path: str | os.PathLike) -> dict[str, Any]:
             "scores": f["scores"][()].astype(np.float32),
             "repo_captions": read_strings(f["repository/caption"]),
             "repo_video_ids": read_strings(f["repository/video_id"]),
-            "attrs": {key: _py_attr(v) for key, v in f.attrs.items()},
+            "attrs": read_attrs(f, arrays=True),
         }
-
-
-def _py_attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 # --------------------------------------------------------------------------- stage

