@@ -1,4 +1,6 @@
-"""Shared fixtures: the real EmVidCap annotations (tests skip cleanly without them)."""
+"""Shared fixtures: one torch thread, the real EmVidCap annotations (tests skip cleanly without them).
+
+Shared builders of synthetic artifacts live in ``helpers.py``."""
 from __future__ import annotations
 
 import os
@@ -30,3 +32,15 @@ def java() -> str:
     if path is None:
         pytest.skip("METEOR needs Java")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: OpenMP synchronisation dominates them, and on a
+    busy CPU extra threads cost 10-30x. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,6 +1,6 @@
 """`facenet-evc browse`: the static results browser, its data and the page in a real browser.
 
-Uses the tiny artifacts and untrained checkpoint of test_explain (4 test videos, lexicon joy /
+Uses the tiny artifacts and untrained checkpoint of test_explain (tests/helpers.py) (4 test videos, lexicon joy /
 sadness / anger, "upset" in two categories). Run A and run B are crafted so the emotion
 outcome of every video is known: A fixes te00 and breaks te01, te02 and te03.
 The page test opens index.html from file:// in headless Chromium (Debian's `chromium`;
@@ -25,9 +25,7 @@ from facenet_evc.analysis.explain import explained_records
 from facenet_evc.cli import main
 from facenet_evc.data.emvidcap import CaptionSource, read_split
 from facenet_evc.data.lexicon import read_lexicon
-from test_explain import make_checkpoint, write_video
-from test_explain import art as art  # noqa: F401  (the module fixture: artifacts, refs.json, one video)
-from test_training import TEST
+from helpers import TEST, build_explain_artifacts, make_checkpoint
 
 RUN_A = {"te00": "a happy man plays", "te01": "a happy woman cooks", "te02": "a dog barks",
          "te03": "a happy man is angry"}
@@ -38,7 +36,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def page(art, tmp_path_factory):  # noqa: F811
+def art(tmp_path_factory) -> dict[str, str]:
+    """The artifacts, refs.json and one video file of test_explain (helpers.build_explain_artifacts)."""
+    return build_explain_artifacts(tmp_path_factory.mktemp("explain"))
+
+
+@pytest.fixture(scope="module")
+def page(art, tmp_path_factory):
     """The page built by the CLI with both runs, the checkpoint's weights and thumbnails."""
     root = tmp_path_factory.mktemp("browse")
     ckpt = make_checkpoint(art, root / "ckpt")

@@ -26,7 +26,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from facenet_evc.training.distributed import per_rank_batch, shard_batch
 from facenet_evc.training.trainer import train
-from test_training import MODEL_CFG, TRAIN_CFG, _read_log, build_artifacts, train_kwargs
+from helpers import MODEL_CFG, TRAIN_CFG, build_artifacts, read_log, train_kwargs
 
 NO_DROPOUT = {**MODEL_CFG, "dropout": 0.0, "decoder_settings": {**MODEL_CFG["decoder_settings"], "dropout": 0.0}}
 RUN = dict(batch_size=26, max_steps=6, val_every=3, ckpt_every=3)
@@ -129,7 +129,7 @@ def runs(tmp_path_factory) -> dict[str, Any]:
 
 
 def test_two_processes_match_one(runs):
-    single, ddp = _read_log(runs["single"] / "log.csv"), _read_log(runs["ddp"] / "log.csv")
+    single, ddp = read_log(runs["single"] / "log.csv"), read_log(runs["ddp"] / "log.csv")
     assert [int(r["step"]) for r in ddp] == list(range(1, RUN["max_steps"] + 1))  # rank 0 alone wrote the log
     assert [r["epoch"] for r in ddp] == [r["epoch"] for r in single] == ["0", "0", "1", "1", "2", "2"]
     losses = [float(r["loss"]) for r in single]
@@ -174,8 +174,8 @@ def test_two_process_resume_is_exact(runs):
     for k in ta:
         assert torch.equal(ta[k], tb[k]), f"tensor {k} differs after the resume"
     cols = ("step", "epoch", "lr") + LOSSES
-    assert [[r[c] for c in cols] for r in _read_log(resumed / "log.csv")] == \
-           [[r[c] for c in cols] for r in _read_log(full / "log.csv")]
+    assert [[r[c] for c in cols] for r in read_log(resumed / "log.csv")] == \
+           [[r[c] for c in cols] for r in read_log(full / "log.csv")]
     printed = runs["cli_log"].read_text()
     assert printed.count('"world_size": 2') == 1  # the CLI summary, printed by rank 0 only
 

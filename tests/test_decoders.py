@@ -23,13 +23,8 @@ from facenet_evc.models.decoders.vocab import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: OpenMP synchronisation dominates, and on a busy CPU it costs 10-30x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CAPTIONS = ["a man is happily singing a song", "a woman is sadly crying in the rain"]

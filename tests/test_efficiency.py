@@ -29,12 +29,8 @@ TINY = dict(d=8, d_v=6, d_t=6, d_e=3, n_frames=2, k=2, n_heads=2, ffn_mult=2, n_
             decoder="lstm", decoder_settings={"hidden_size": 8, "embed_size": 4, "attn_size": 4})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mha_params(d: int) -> int:

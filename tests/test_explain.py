@@ -7,10 +7,8 @@ captured with a global forward hook while ``explain`` runs and compared with the
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -19,73 +17,22 @@ from PIL import Image
 from facenet_evc.analysis.explain import explain, explain_batch, video_record
 from facenet_evc.cli import main
 from facenet_evc.data.emvidcap import normalize_caption
-from facenet_evc.models.config import FaceNetConfig
 from facenet_evc.models.dbar import DBAR
-from facenet_evc.models.decoders import Vocab
 from facenet_evc.models.fcue import FCUE
 from facenet_evc.models.pvea import PVEA
-from facenet_evc.stages.triplets import Triplet, write_triplets_h5
-from facenet_evc.training.checkpoint import TrainState, save_checkpoint
 from facenet_evc.training.data import ArtifactError, load_artifacts
 from facenet_evc.training.decoding import generate_captions
-from facenet_evc.training.factory import create_facenet, load_model
-from test_training import MODEL_CFG, TEMPLATES, TEST, build_artifacts
-
-STEP = 7
+from facenet_evc.training.factory import load_model
+from helpers import MODEL_CFG, STEP, TEMPLATES, TEST, build_explain_artifacts, make_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_checkpoint(art: dict[str, str], out: Path, **model_over) -> Path:
-    """An untrained FACE-net saved like the trainer saves one (weights, config, vocabulary, lexicon)."""
-    cfg = FaceNetConfig.from_dict({**MODEL_CFG, **model_over})
-    a = load_artifacts(art["features"], art["topk"], art["triplets"], art["lexicon_h5"])
-    vocab = Vocab.build([normalize_caption(c) for caps in TEMPLATES for c in caps], a.lexicon_words)
-    torch.manual_seed(0)
-    model = create_facenet(cfg, vocab=vocab, lexicon_words=a.lexicon_words, lexicon_vectors=a.lexicon_vectors,
-                           word_category=a.lexicon_member.astype(np.float32))
-    save_checkpoint(out, model, None, None, TrainState(step=STEP), cfg.to_dict(), vocab=vocab.to_dict(),
-                    lexicon_words=a.lexicon_words)
-    return out
-
-
-def write_video(path: Path, n: int = 6, size: int = 32) -> None:
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(n):
-            img = np.zeros((size, size, 3), dtype=np.uint8)
-            img[:, : (i + 1) * size // n] = (200, 60, 30)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def art(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("explain")
-    a = build_artifacts(root / "art")
-    # real S/P/O texts (test_training writes "s/p/o" for every caption), so the rows must line up
-    from facenet_evc.stages.triplets import read_triplets_h5
-
-    caps, _, emb, _ = read_triplets_h5(a["triplets"])
-    spo = [Triplet(f"subj{i}", f"pred{i}", f"obj{i}" if i % 2 else "") for i in range(len(caps))]
-    write_triplets_h5(a["triplets"], caps, spo, emb)
-    refs = {v: [normalize_caption(c) for c in TEMPLATES[int(v[2:]) % 3]] for v in TEST}
-    (root / "refs.json").write_text(json.dumps(refs))
-    (root / "videos").mkdir()
-    write_video(root / "videos" / f"{TEST[0]}.mp4")  # only the first video has a file
-    return {**a, "refs": str(root / "refs.json"), "videos": str(root / "videos"), "root": str(root)}
+    return build_explain_artifacts(tmp_path_factory.mktemp("explain"))
 
 
 def _run(art: dict[str, str], ckpt: Path, out: Path, videos=TEST, **kw) -> dict:

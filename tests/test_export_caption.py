@@ -40,12 +40,8 @@ TRAIN_CFG = dict(lr=1e-2, batch_size=8, max_steps=20, val_every=10, ckpt_every=1
                  threads=1, device="cpu", progress=False, val_beams=1, num_beams=3, max_len=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = "demo-tiny-rn"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clustered(n: int, d: int, n_centres: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

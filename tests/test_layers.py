@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facenet_evc"
 # data -> stages / evaluation -> models -> training -> inference / analysis -> cli. A module may
 # import its own layer or a lower one. The base (io, config, ablations) is below everything.
 LAYERS = {
-    "io": 0, "config": 0, "ablations": 0, "layout": 0,
+    "io": 0, "config": 0, "ablations": 0, "layout": 0, "errors": 0, "progress": 0,
     "data": 1,
     "stages": 2, "evaluation": 2,
     "models": 3,
@@ -149,4 +149,4 @@ def test_help_loads_no_heavy_module(argv):
     loaded = ast.literal_eval(out.stdout.rsplit("LOADED ", 1)[1])
     assert not [m for m in loaded if not m.startswith("facenet_evc")], loaded
     if argv == ["--help"]:
-        assert loaded == ["facenet_evc", "facenet_evc.cli"]
+        assert loaded == ["facenet_evc", "facenet_evc.cli", "facenet_evc.errors"]

@@ -66,13 +66,8 @@ class TinyGRUDecoder(nn.Module):
         return [s[: s.index(EOS)] if EOS in s else s for s in seqs]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only fight other processes for the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cfg(**kw) -> FaceNetConfig:
@@ -406,7 +401,8 @@ def test_word_and_subword_emotion_masks():
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_with_real_word_decoders(kind):
-    decoders = pytest.importorskip("facenet_evc.models.decoders")
+    from facenet_evc.models import decoders
+
     lexicon_words = ["happily", "sadly"]
     captions = ["a man smiles happily", "a dog sits sadly on the grass"]
     vocab = decoders.Vocab.build(captions, lexicon_words)

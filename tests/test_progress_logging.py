@@ -52,7 +52,7 @@ def test_forced_modes(monkeypatch):
 
 def test_a_stage_logging_to_a_file_writes_no_carriage_return(tmp_path):
     """A real long stage (thumbnails, PyAV decode) as a Snakemake rule runs it: stderr to a log file."""
-    from test_explain import write_video
+    from helpers import write_video
 
     videos = tmp_path / "videos"
     videos.mkdir()

@@ -42,18 +42,14 @@ from facenet_evc.models.decoders import Vocab
 from facenet_evc.training.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint, read_meta
 from facenet_evc.training.factory import create_facenet
 from facenet_evc.training.trainer import train
-from test_training import MODEL_CFG, TEST, TRAINVAL, build_artifacts, train_kwargs
+from helpers import MODEL_CFG, TEST, TRAINVAL, build_artifacts, train_kwargs
 
 TINY_CLIP = ["--model", "demo-tiny-rn", "--pretrained", "none"]  # random init: nothing to download
 HEADER = "VideoID,EmCaptions\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- helpers

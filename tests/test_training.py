@@ -6,7 +6,6 @@ and emotion, K=2 retrieved captions from other videos of the same class.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -24,9 +23,6 @@ import torch
 from safetensors.torch import load_file
 
 from facenet_evc.data.lexicon import read_lexicon
-from facenet_evc.io import atomic_h5, write_strings
-from facenet_evc.stages.emotion_embed import write_lexicon_h5
-from facenet_evc.stages.retrieval import write_topk_h5
 from facenet_evc.stages.triplets import Triplet, read_triplets_h5, write_triplets_h5
 from facenet_evc.training.checkpoint import (
     CheckpointError,
@@ -41,89 +37,24 @@ from facenet_evc.inference.baseline import retrieval_baseline
 from facenet_evc.inference.predict import predict
 from facenet_evc.training.tensorboard_log import read_scalars
 from facenet_evc.training.trainer import score_predictions, train
+from helpers import (
+    D_T,
+    D_V,
+    K,
+    MODEL_CFG,
+    N_FRAMES,
+    S1,
+    S2,
+    TEST,
+    TRAINVAL,
+    build_artifacts,
+    read_log,
+    train_kwargs,
+    write_features,
+)
 
-N_FRAMES, D_V, D_T, D_E, K = 4, 16, 16, 10, 2  # d_v = d_t: one CLIP space
-LEXICON = {"joy": ["happily", "happy"], "sadness": ["sadly", "sad", "upset"], "anger": ["angrily", "angry", "upset"]}
-TEMPLATES = [
-    ["A man is happily playing a guitar.", "The man plays the guitar happily!", "a happy man is playing music"],
-    ["A woman is sadly cooking food.", "the sad woman cooks food", "A woman is upset while cooking."],
-    ["A dog is angrily barking.", "an angry dog barks loudly", "The dog is barking angrily"],
-]
-TRAINVAL = [f"tv{i:02d}" for i in range(12)]
-TEST = [f"te{i:02d}" for i in range(4)]
-S1, S2 = 13, 40
-
-MODEL_CFG = dict(d=16, d_v=D_V, d_t=D_T, d_e=D_E, n_frames=N_FRAMES, k=K, n_heads=2, ffn_mult=2, dropout=0.1,
-                 n_queries=4, decoder="lstm",
-                 decoder_settings={"hidden_size": 32, "embed_size": 16, "attn_size": 16, "dropout": 0.1})
-TRAIN_CFG = dict(lr=1e-2, batch_size=8, max_steps=S2, val_every=10, ckpt_every=10, val_fraction=0.25, seed=0,
-                 threads=1, device="cpu", progress=False, val_beams=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _cls(vid: str) -> int:
-    return int(vid[2:]) % 3
-
-
-def _write_csv(path: Path, videos: list[str]) -> list[tuple[str, str]]:
-    rows = [(v, c) for v in videos for c in TEMPLATES[_cls(v)]]
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["VideoID", "EmCaptions"])
-        w.writerows(rows)
-    return rows
-
-
-def write_features(path: Path, videos: list[str], rng: np.random.Generator) -> None:
-    protos = rng.standard_normal((3, N_FRAMES, D_V)).astype(np.float32)
-    frames = np.stack([protos[_cls(v)] + 0.1 * rng.standard_normal((N_FRAMES, D_V)) for v in videos]).astype(np.float32)
-    with atomic_h5(path, {"dim": D_V}) as f:  # the clip_features layout
-        write_strings(f, "video_ids", videos)
-        f.create_dataset("frames", data=frames)  # (n, N, d)
-        f.create_dataset("mean", data=frames.mean(1))  # (n, d)
-
-
-def write_topk(path: Path, queries: list[str], repo: list[tuple[str, str]]) -> None:
-    indices = []
-    for q in queries:
-        others = [i for i, (v, _) in enumerate(repo) if v != q and _cls(v) == _cls(q)]
-        indices.append([others[0], others[4]])  # two captions of other same-class videos
-    scores = np.tile(np.array([[0.8, 0.7]], dtype=np.float32), (len(queries), 1))
-    write_topk_h5(path, queries, np.array(indices), scores, [c for _, c in repo], [v for v, _ in repo])
-
-
-def build_artifacts(root: Path) -> dict[str, str]:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    lex_dir = root / "lexicon"
-    lex_dir.mkdir()
-    for cat, words in LEXICON.items():
-        (lex_dir / f"{cat}.txt").write_text("\r\n".join(words), encoding="utf-8")
-    repo = _write_csv(root / "trainval.csv", TRAINVAL)
-    _write_csv(root / "test.csv", TEST)
-    # rows of the features file in another order than the captions: lookups must go by id
-    write_features(root / "features.h5", TEST + TRAINVAL[::-1], rng)
-    write_topk(root / "topk.h5", TRAINVAL + TEST, repo)
-    write_triplets_h5(root / "triplets.h5", [c for _, c in repo], [Triplet("s", "p", "o")] * len(repo),
-                      rng.standard_normal((len(repo), 3, D_T)).astype(np.float32))
-    lexicon = read_lexicon(lex_dir)
-    write_lexicon_h5(root / "lexicon.h5", lexicon, rng.standard_normal((len(lexicon.words), D_E)), [], {})
-    return {k: str(root / f) for k, f in [("features", "features.h5"), ("topk", "topk.h5"), ("triplets", "triplets.h5"),
-                                          ("lexicon_h5", "lexicon.h5"), ("trainval", "trainval.csv"),
-                                          ("test", "test.csv"), ("lexicon_dir", "lexicon")]}
-
-
-def train_kwargs(a: dict[str, str], out: Path, **train_over) -> dict:
-    return dict(model_cfg=MODEL_CFG, train_cfg={**TRAIN_CFG, **train_over}, features_h5=a["features"],
-                topk_h5=a["topk"], triplets_h5=a["triplets"], lexicon_h5=a["lexicon_h5"], captions=[a["trainval"]],
-                lexicon_dir=a["lexicon_dir"], out_dir=str(out))
+# one torch thread for the whole module (conftest.py: one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +72,6 @@ def reference(art, tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
-def _read_log(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _assert_same_weights(a: Path, b: Path) -> None:
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert ta.keys() == tb.keys()
@@ -158,7 +84,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 def test_training_outputs(reference, art):
     out, summary = reference
-    rows = _read_log(out / "log.csv")
+    rows = read_log(out / "log.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, S2 + 1))
     losses = [float(r["loss"]) for r in rows]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
@@ -210,7 +136,7 @@ def test_resume_in_two_calls_is_exact(reference, art, tmp_path):
     assert second["step"] == S2
     _assert_same_weights(ref_out / "last", out / "last")
     assert second["metrics"] == ref_summary["metrics"]
-    ref_rows, rows = _read_log(ref_out / "log.csv"), _read_log(out / "log.csv")
+    ref_rows, rows = read_log(ref_out / "log.csv"), read_log(out / "log.csv")
     cols = ("step", "epoch", "lr", "loss", "loss_e", "loss_cls")
     assert [[r[c] for c in cols] for r in rows] == [[r[c] for c in cols] for r in ref_rows]
 
@@ -253,7 +179,7 @@ def test_resume_after_sigkill_is_exact(reference, art, tmp_path):
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((out / "last" / "meta.json").read_text())["step"] == 10
-    assert max(int(r["step"]) for r in _read_log(out / "log.csv")) == 14  # rows beyond the checkpoint
+    assert max(int(r["step"]) for r in read_log(out / "log.csv")) == 14  # rows beyond the checkpoint
 
     resumed = train(**train_kwargs(art, out))
     _assert_same_weights(ref_out / "last", out / "last")
@@ -299,7 +225,7 @@ def test_changed_settings_or_inputs_do_not_resume_stale_weights(reference, art, 
     kw2 = {**train_kwargs(art, out), "features_h5": str(feats), "restart_if_changed": True}
     summary = train(**kw2)
     assert summary["step"] == ref_summary["step"]
-    log_rows = _read_log(out / "log.csv")
+    log_rows = read_log(out / "log.csv")
     assert [int(r["step"]) for r in log_rows] == list(range(1, ref_summary["step"] + 1))  # a fresh log
     assert json.loads((out / "run.json").read_text())["inputs"]["features"] != \
         json.loads((ref_out / "run.json").read_text())["inputs"]["features"]

@@ -122,7 +122,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
-        s = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        # argparse %-formats help strings (not descriptions): "95%" must reach it as "95%%"
+        s = sub.add_parser(name, help=cmd.help.replace("%", "%%"), description=cmd.help)
         if name == command:
             add, run = cmd.load()
             add(s)
