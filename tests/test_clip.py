@@ -1,6 +1,8 @@
 """CLIP loading, demo pre-training, frame features (eq. 1, 3) and EPAN feature import."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from facenet_evc.stages.clip_model import (
     temporal_head_path,
     temporal_head_state,
 )
-from facenet_evc.stages.clip_pretrain import retrieval_recall, sidecar_path, train_demo_clip
+from facenet_evc.stages.clip_pretrain import ClipPretrainConfig, retrieval_recall, sidecar_path, train_demo_clip
 
 TINY_VIT = {
     "embed_dim": 32,
@@ -47,13 +49,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# a 4-step CLIP on 8 frames per video: seconds
+SMALL = ClipPretrainConfig(threads=1, max_seconds=3, max_steps=4, batch_size=8, n_frames=8, frames_per_clip=2,
+                           progress=False)
+
+
 @pytest.fixture(scope="module")
 def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     ckpt = tmp_path_factory.mktemp("clip") / "demo_clip.pt"
     summary = train_demo_clip(
         demo / "videos", demo / "captions" / "EmVideo_trainval_captions.csv",
-        demo / "captions" / "EmVideo_test_captions.csv", ckpt, threads=1, max_seconds=3, max_steps=4,
-        batch_size=8, n_frames=8, frames_per_clip=2, progress=False,
+        demo / "captions" / "EmVideo_test_captions.csv", ckpt, SMALL,
     )
     return ckpt, summary
 
@@ -137,8 +143,7 @@ def test_train_demo_clip_is_deterministic(demo: Path, trained: tuple[Path, dict]
     ckpt, summary = trained
     again = train_demo_clip(
         demo / "videos", demo / "captions" / "EmVideo_trainval_captions.csv",
-        demo / "captions" / "EmVideo_test_captions.csv", tmp_path / "c.pt", threads=1, max_seconds=3, max_steps=4,
-        batch_size=8, n_frames=8, frames_per_clip=2, progress=False,
+        demo / "captions" / "EmVideo_test_captions.csv", tmp_path / "c.pt", SMALL,
     )
     a, b = torch.load(ckpt, weights_only=True), torch.load(tmp_path / "c.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -316,8 +321,8 @@ def test_train_demo_clip_time_budget(demo: Path, tmp_path: Path) -> None:
     """Without max_steps the clock binds: the run ends at max_seconds with the schedule annealed."""
     s = train_demo_clip(
         demo / "videos", demo / "captions" / "EmVideo_trainval_captions.csv",
-        demo / "captions" / "EmVideo_test_captions.csv", tmp_path / "t.pt", threads=1, max_seconds=1.5,
-        batch_size=8, n_frames=8, frames_per_clip=2, temporal_head=False, progress=False,
+        demo / "captions" / "EmVideo_test_captions.csv", tmp_path / "t.pt",
+        dataclasses.replace(SMALL, max_seconds=1.5, max_steps=None, temporal_head=False),
     )
     assert s["stopped_by"] == "time" and s["time_limited"] and s["steps"] >= 1
     assert s["train_s"] < 1.5 * 1.25 + 1.0

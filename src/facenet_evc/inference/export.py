@@ -206,6 +206,66 @@ def _check_same_captions(a: list[str], b: list[str], what_a: str, what_b: str) -
         raise ValueError(f"caption {i} differs between {what_a} ({a[i]!r}) and {what_b} ({b[i]!r})")
 
 
+@dataclass
+class _ClipSource:
+    """The CLIP an export ships: the weights (and temporal head) the features were extracted with."""
+
+    source: str  # as recorded in the features file, or given
+    path: Path
+    sha256: str
+    head_path: Path | None
+    tubelet: Any
+    tubelet_init: str
+    mean: list[float]
+    std: list[float]
+
+
+def _clip_source(s: ExportSources, feat: dict[str, Any], video_vector: str) -> _ClipSource:
+    """Find and check the CLIP checkpoint (and temporal head) of the features file; load it once to
+    check that it encodes frames like the features (crop size, width)."""
+    from facenet_evc.stages.clip_features import load_image_encoder
+    from facenet_evc.stages.clip_model import embed_dim, image_mean_std, load_temporal_head
+
+    fa = feat["attrs"]
+    clip_src = s.clip or str(fa.get("pretrained") or "")
+    if not clip_src:
+        raise ValueError(f"{s.features}: the features come from a randomly initialised CLIP (attr pretrained is "
+                         "empty); its weights were never saved, so new videos cannot be encoded like them")
+    recorded = _resolve_file(clip_src, Path(s.features)) if s.clip is None else None
+    clip_path = recorded or _clip_file(str(fa["model_name"]), clip_src)
+    want_sha = str(fa.get("checkpoint_sha256") or "")
+    clip_sha = file_sha256(clip_path)
+    if want_sha and clip_sha != want_sha:
+        raise ValueError(f"{clip_path}: sha256 {clip_sha[:12]}... but {s.features} was extracted with a CLIP "
+                         f"checkpoint of sha256 {want_sha[:12]}...: not the same weights")
+    head_path: Path | None = None
+    head_sha = str(fa.get("temporal_head_sha256") or "")
+    if s.temporal_head is not None:
+        head_path = _require(Path(s.temporal_head), "temporal head file")
+    elif fa.get("temporal_head"):
+        head_path = _resolve_file(str(fa["temporal_head"]), Path(s.features))
+        if head_path is None:
+            raise FileNotFoundError(f"{fa['temporal_head']}: temporal head file (attr temporal_head of {s.features}) "
+                                    "not found; pass it with --temporal-head")
+    if head_path is not None:
+        got = file_sha256(head_path)
+        if head_sha and got != head_sha:
+            raise ValueError(f"{head_path}: sha256 {got[:12]}... but {s.features} used a temporal head of sha256 "
+                             f"{head_sha[:12]}...")
+        load_temporal_head(head_path)  # fails early, naming the file, when it is not a head
+    elif video_vector == "video_embed":
+        raise ValueError(f"{s.topk}: retrieval used the temporal head's video_embed but {s.features} names no head")
+    tubelet = _json_attr(fa.get("tubelet"))
+    tubelet_init = str(fa.get("tubelet_init") or "central")
+    clip_model, size, _ = load_image_encoder(str(fa["model_name"]), clip_src if recorded is None else str(clip_path),
+                                             feat["n_frames"], tubelet, tubelet_init)
+    if size != int(fa["crop_size"]) or embed_dim(clip_model) != feat["dim"]:
+        raise ValueError(f"{clip_path}: CLIP input {size} / width {embed_dim(clip_model)} but the features were "
+                         f"extracted at crop {fa['crop_size']} with width {feat['dim']}")
+    mean, std = image_mean_std(clip_model)
+    return _ClipSource(clip_src, clip_path, clip_sha, head_path, tubelet, tubelet_init, list(mean), list(std))
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -222,9 +282,7 @@ def export_model(
     """
     import faiss
 
-    from facenet_evc.models.config import FaceNetConfig
-    from facenet_evc.stages.clip_features import load_image_encoder
-    from facenet_evc.stages.clip_model import embed_dim, image_mean_std, load_temporal_head
+    from facenet_evc.models.config import LLM_DECODERS, FaceNetConfig
     from facenet_evc.stages.emotion_embed import read_lexicon_h5
     from facenet_evc.stages.repository import read_repository
     from facenet_evc.stages.retrieval import build_index, read_topk_h5
@@ -287,47 +345,11 @@ def export_model(
                          f"lexicon words of the checkpoint {s.checkpoint}")
 
     # ---- CLIP: the very weights (and temporal head) the features came from
-    clip_src = s.clip or str(fa.get("pretrained") or "")
-    if not clip_src:
-        raise ValueError(f"{s.features}: the features come from a randomly initialised CLIP (attr pretrained is "
-                         "empty); its weights were never saved, so new videos cannot be encoded like them")
-    recorded = _resolve_file(clip_src, Path(s.features)) if s.clip is None else None
-    clip_path = recorded or _clip_file(str(fa["model_name"]), clip_src)
-    want_sha = str(fa.get("checkpoint_sha256") or "")
-    clip_sha = file_sha256(clip_path)
-    if want_sha and clip_sha != want_sha:
-        raise ValueError(f"{clip_path}: sha256 {clip_sha[:12]}... but {s.features} was extracted with a CLIP "
-                         f"checkpoint of sha256 {want_sha[:12]}...: not the same weights")
-    head_path: Path | None = None
-    head_sha = str(fa.get("temporal_head_sha256") or "")
-    if s.temporal_head is not None:
-        head_path = _require(Path(s.temporal_head), "temporal head file")
-    elif fa.get("temporal_head"):
-        head_path = _resolve_file(str(fa["temporal_head"]), Path(s.features))
-        if head_path is None:
-            raise FileNotFoundError(f"{fa['temporal_head']}: temporal head file (attr temporal_head of {s.features}) "
-                                    "not found; pass it with --temporal-head")
-    if head_path is not None:
-        got = file_sha256(head_path)
-        if head_sha and got != head_sha:
-            raise ValueError(f"{head_path}: sha256 {got[:12]}... but {s.features} used a temporal head of sha256 "
-                             f"{head_sha[:12]}...")
-        load_temporal_head(head_path)  # fails early, naming the file, when it is not a head
-    elif video_vector == "video_embed":
-        raise ValueError(f"{s.topk}: retrieval used the temporal head's video_embed but {s.features} names no head")
-    tubelet = _json_attr(fa.get("tubelet"))
-    tubelet_init = str(fa.get("tubelet_init") or "central")
-    clip_model, size, _ = load_image_encoder(str(fa["model_name"]), clip_src if recorded is None else str(clip_path),
-                                             feat["n_frames"], tubelet, tubelet_init)
-    if size != int(fa["crop_size"]) or embed_dim(clip_model) != feat["dim"]:
-        raise ValueError(f"{clip_path}: CLIP input {size} / width {embed_dim(clip_model)} but the features were "
-                         f"extracted at crop {fa['crop_size']} with width {feat['dim']}")
-    mean, std = image_mean_std(clip_model)
-    del clip_model
+    clip = _clip_source(s, feat, video_vector)
 
     # ---- LLM decoders bring their base model and tokenizer
     llm_dir: Path | None = None
-    if cfg.decoder in ("t5", "opt"):
+    if cfg.decoder in LLM_DECODERS:
         llm_dir = _llm_base_dir(str(cfg.decoder_settings.get("pretrained", "")))
 
     # ---- write
@@ -343,10 +365,10 @@ def export_model(
         shutil.copyfile(s.repository, tmp / REPOSITORY)
         shutil.copyfile(s.triplets, tmp / TRIPLETS)
         shutil.copyfile(s.lexicon, tmp / LEXICON)
-        clip_rel = CLIP_STEM + (clip_path.suffix or ".pt")
-        shutil.copyfile(clip_path, tmp / clip_rel)
-        if head_path is not None:
-            shutil.copyfile(head_path, tmp / TEMPORAL_HEAD)
+        clip_rel = CLIP_STEM + (clip.path.suffix or ".pt")
+        shutil.copyfile(clip.path, tmp / clip_rel)
+        if clip.head_path is not None:
+            shutil.copyfile(clip.head_path, tmp / TEMPORAL_HEAD)
         # The same index the retrieval stage searched (same rows, kind, lists and seed), on the CPU.
         index_kw: dict[str, Any] = {"kind": index_kind, "use_gpu": False}
         if index_kind == "ivf":
@@ -366,15 +388,15 @@ def export_model(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "components": {
                 "weights": WEIGHTS, "meta": META, "repository": REPOSITORY, "index": INDEX, "triplets": TRIPLETS,
-                "lexicon": LEXICON, "clip": clip_rel, "temporal_head": TEMPORAL_HEAD if head_path else None,
+                "lexicon": LEXICON, "clip": clip_rel, "temporal_head": TEMPORAL_HEAD if clip.head_path else None,
                 "decoder_base": DECODER_BASE if llm_dir else None,
             },
-            "clip": {"model_name": str(fa["model_name"]), "source": clip_src, "sha256": clip_sha,
-                     "image_mean": list(mean), "image_std": list(std)},
+            "clip": {"model_name": str(fa["model_name"]), "source": clip.source, "sha256": clip.sha256,
+                     "image_mean": clip.mean, "image_std": clip.std},
             "features": {
                 "n_frames": feat["n_frames"], "dim": feat["dim"], "crop_size": int(fa["crop_size"]),
                 "frame_sampling": str(fa.get("frame_sampling", "")), "resize": str(fa.get("resize", "")),
-                "tubelet": tubelet, "tubelet_init": tubelet_init if tubelet else "",
+                "tubelet": clip.tubelet, "tubelet_init": clip.tubelet_init if clip.tubelet else "",
             },
             "retrieval": {"k": k, "video_vector": video_vector, "index_kind": index_kind,
                           "nlist": None if nlist is None else int(nlist), "nprobe": None if nprobe is None else int(nprobe),
@@ -384,7 +406,7 @@ def export_model(
             "model": {"decoder": cfg.decoder, "step": meta.get("step"), "best_step": meta.get("best_step"),
                       "metrics": meta.get("metrics")},
             "sources": {k_: str(v) for k_, v in asdict(s).items() if v is not None}
-                       | {"clip_file": str(clip_path), "temporal_head_file": str(head_path or "")},
+                       | {"clip_file": str(clip.path), "temporal_head_file": str(clip.head_path or "")},
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)

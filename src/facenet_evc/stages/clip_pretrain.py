@@ -35,6 +35,7 @@ import os
 import platform
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,10 +44,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
-from facenet_evc.progress import progress_bar
 
 from facenet_evc.data.emvidcap import captions_by_video, read_captions
 from facenet_evc.io import atomic_path, file_sha256, write_json
+from facenet_evc.progress import progress_bar
 from facenet_evc.stages.clip_features import find_videos, iter_decoded
 from facenet_evc.stages.clip_model import (
     DEMO_MODEL,
@@ -219,229 +220,179 @@ def _load_split(videos_dir: Path, csv: str | os.PathLike) -> tuple[list[str], di
     return vids, caps, find_videos(videos_dir, vids)
 
 
+@dataclass(frozen=True)
+class ClipPretrainConfig:
+    """How the demo CLIP is trained (:func:`train_demo_clip`).
+
+    Attributes:
+        threads: torch intra-op threads (more than the free cores makes training far slower).
+        max_seconds: training time budget (decoding and evaluation not included).
+        seed: seeds model init, batch order, caption and frame choice.
+        model_name: open_clip architecture (a config of ``facenet_evc/clip_configs``).
+        epochs: upper bound on passes over the trainval videos.
+        max_steps: run exactly this many steps on a step-based schedule (ignores ``epochs``;
+            ``max_seconds`` is then ignored): deterministic.
+        batch_size: distinct videos per step.
+        n_frames: frames decoded per video; ``frames_per_clip`` of them go into each step.
+        lr / weight_decay / warmup_steps: AdamW, linear warm-up then cosine decay.
+        temporal_head / head_hidden: train the order-aware pooling (hidden 0: one linear layer).
+        adapt_threads: in a time-limited run (no ``max_steps``), lower the thread count while
+            other processes occupy cores (:class:`FreeCores`), checked every 2 s.
+        num_workers: decoding worker processes.
+        progress: a progress bar on stderr.
+    """
+
+    threads: int = 2
+    max_seconds: float = 150.0
+    seed: int = 0
+    model_name: str = DEMO_MODEL
+    epochs: int = 1000
+    max_steps: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    n_frames: int = 16
+    frames_per_clip: int = DEFAULT_FRAMES_PER_CLIP
+    lr: float = DEFAULT_LR
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    temporal_head: bool = True
+    head_hidden: int = 0
+    adapt_threads: bool = True
+    num_workers: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.frames_per_clip < 1 or self.frames_per_clip > self.n_frames:
+            raise ValueError(f"frames_per_clip must be in [1, n_frames={self.n_frames}], got {self.frames_per_clip}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+
+
+@dataclass
+class _Split:
+    """A split's videos, their captions and their decoded frames (n, N, S, S, 3) uint8."""
+
+    vids: list[str]
+    caps: dict[str, list[str]]
+    frames: np.ndarray
+
+
+@dataclass
+class _RunStats:
+    steps: int = 0
+    planned: int = 0
+    stopped_by: str = "steps"
+    time_limited: bool = False
+    last_loss: float = float("nan")
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    threads_used: dict[int, int] = field(default_factory=dict)
+    train_s: float = 0.0
+
+
 def train_demo_clip(
     videos_dir: str | os.PathLike,
     trainval_csv: str | os.PathLike,
     test_csv: str | os.PathLike,
     out_ckpt: str | os.PathLike,
-    threads: int = 2,
-    max_seconds: float = 150.0,
-    seed: int = 0,
-    model_name: str = DEMO_MODEL,
-    epochs: int = 1000,
-    max_steps: int | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    n_frames: int = 16,
-    frames_per_clip: int = DEFAULT_FRAMES_PER_CLIP,
-    lr: float = DEFAULT_LR,
-    weight_decay: float = 0.1,
-    warmup_steps: int = 20,
-    temporal_head: bool = True,
-    head_hidden: int = 0,
-    adapt_threads: bool = True,
-    num_workers: int = 1,
-    progress: bool = True,
+    cfg: ClipPretrainConfig = ClipPretrainConfig(),
     test_videos_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train the demo CLIP contrastively on (video, caption) pairs; save checkpoint + sidecar.
 
-    Every step takes ``batch_size`` distinct trainval videos, one random caption of each
-    and ``frames_per_clip`` ordered frames of each, and minimises the symmetric InfoNCE
+    Every step takes ``cfg.batch_size`` distinct trainval videos, one random caption of each
+    and ``cfg.frames_per_clip`` ordered frames of each, and minimises the symmetric InfoNCE
     loss (open_clip's ``ClipLoss``) between the video embeddings (eq. 3 mean, plus the
     temporal head) and the caption embeddings (eq. 4).
 
     Args:
         videos_dir: folder of ``<video id>.mp4``.
-        test_videos_dir: folder of the test split's videos when they live elsewhere (the
-            demo pretrains on a separate pool and reports recall on the dataset's test split).
         trainval_csv / test_csv: caption files (``VideoID,EmCaptions``).
         out_ckpt: checkpoint path; ``torch.save(model.state_dict())`` so that
             ``open_clip.create_model_and_transforms(model_name, pretrained=out_ckpt)`` loads it.
             The sidecar goes to ``out_ckpt`` with suffix ``.json``, the head to ``<stem>.temporal.pt``.
-        threads: torch intra-op threads (more than the free cores makes training far slower).
-        adapt_threads: in a time-limited run (no ``max_steps``), lower the thread count while
-            other processes occupy cores (:class:`FreeCores`), checked every 2 s.
-        max_seconds: training time budget (decoding and evaluation not included).
-        seed: seeds model init, batch order, caption and frame choice.
-        epochs: upper bound on passes over the trainval videos.
-        max_steps: run exactly this many steps on a step-based schedule (ignores ``epochs``;
-            ``max_seconds`` is then ignored): deterministic.
-        frames_per_clip: frames per video per training step (of the ``n_frames`` decoded).
-        temporal_head / head_hidden: train the order-aware pooling (hidden 0: one linear layer).
+        cfg: the training settings (:class:`ClipPretrainConfig`).
+        test_videos_dir: folder of the test split's videos when they live elsewhere (the
+            demo pretrains on a separate pool and reports recall on the dataset's test split).
 
     Returns:
         The sidecar's content (training stats and test/trainval recall@1/@4).
     """
     t_start = time.perf_counter()
     out_ckpt = Path(out_ckpt)
-    if max_seconds <= 0:
-        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
-    if frames_per_clip < 1 or frames_per_clip > n_frames:
-        raise ValueError(f"frames_per_clip must be in [1, n_frames={n_frames}], got {frames_per_clip}")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {batch_size}")
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+    torch.set_num_threads(int(cfg.threads))
     try:
         videos_dir = Path(videos_dir)
         tr_vids, tr_caps, tr_paths = _load_split(videos_dir, trainval_csv)
         te_vids, te_caps, te_paths = _load_split(Path(test_videos_dir or videos_dir), test_csv)
         if len(tr_vids) < 2:
             raise ValueError(f"{trainval_csv}: need at least 2 training videos, found {len(tr_vids)}")
-        bs = min(batch_size, len(tr_vids))
 
-        torch.manual_seed(seed)
-        model = create_clip(model_name, None)  # random init, seeded
+        torch.manual_seed(cfg.seed)
+        model = create_clip(cfg.model_name, None)  # random init, seeded
         # NHWC convolutions are about 1.7x faster for the ResNet tower on CPU (oneDNN).
         model = model.to(memory_format=torch.channels_last)
-        tokenizer = open_clip.get_tokenizer(model_name)
+        tokenizer = open_clip.get_tokenizer(cfg.model_name)
         size = preprocess_size(model)
-        mean, std = image_mean_std(model)
-        d = embed_dim(model)
-        head = TemporalHead(d, head_hidden) if temporal_head else None
+        head = TemporalHead(embed_dim(model), cfg.head_hidden) if cfg.temporal_head else None
 
         # Decode once: every epoch re-reads frames from this uint8 cache.
         t0 = time.perf_counter()
-        tr_frames = _decode_all([tr_paths[v] for v in tr_vids], n_frames, size, num_workers)  # (n, N, S, S, 3)
-        te_frames = _decode_all([te_paths[v] for v in te_vids], n_frames, size, num_workers)
+        train = _Split(tr_vids, tr_caps, _decode_all([tr_paths[v] for v in tr_vids], cfg.n_frames, size,
+                                                     cfg.num_workers))  # (n, N, S, S, 3)
+        test = _Split(te_vids, te_caps, _decode_all([te_paths[v] for v in te_vids], cfg.n_frames, size,
+                                                    cfg.num_workers))
         decode_s = time.perf_counter() - t0
 
-        # Tokenise every caption once; a step only gathers rows.
-        cap_texts: list[str] = []
-        cap_start = np.zeros(len(tr_vids) + 1, dtype=np.int64)
-        for j, vid in enumerate(tr_vids):
-            cap_texts += tr_caps[vid]
-            cap_start[j + 1] = len(cap_texts)
-        tokens = tokenizer(cap_texts)  # (n_caps, L)
-
-        params = _param_groups(model, head, weight_decay)
-        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-        loss_fn = ClipLoss()
-        rng = np.random.default_rng(seed)
-        steps_per_epoch = len(tr_vids) // bs
-        planned = max_steps if max_steps is not None else epochs * steps_per_epoch
-        stopped_by = "steps" if max_steps is not None else "epochs"
-        time_limited = False
-        losses: list[tuple[int, float]] = []
-        order = np.zeros(0, dtype=np.int64)
-        pos = 0
-        model.train()
-        if head is not None:
-            head.train()
-        t_train = time.perf_counter()
-        step = 0
-        last_loss = float("nan")
-        bar = progress_bar(total=planned, unit="step", desc="clip pretrain", disable=not progress)
-        # Only a clock-bound run adapts its thread count: a step-bound run must stay deterministic.
-        governor = FreeCores() if (adapt_threads and max_steps is None and threads > 1) else None
-        n_threads = int(threads)
-        threads_used: dict[int, int] = {}
-        t_probe = time.perf_counter()
-        while step < planned:
-            if governor is not None and time.perf_counter() - t_probe >= 2.0:
-                free = governor.free()
-                t_probe = time.perf_counter()
-                if free is not None:
-                    want = max(1, min(int(threads), int(free + 0.25)))
-                    if want != n_threads:
-                        n_threads = want
-                        torch.set_num_threads(n_threads)
-            threads_used[n_threads] = threads_used.get(n_threads, 0) + 1
-            elapsed = time.perf_counter() - t_train
-            frac = step / planned
-            if max_steps is None and elapsed / max_seconds > frac:
-                # The clock, not the step count, is the binding budget: schedule by it.
-                frac = elapsed / max_seconds
-                time_limited = True
-            if frac >= 1.0:
-                stopped_by = "time"
-                break
-            if pos + bs > len(order):
-                order = rng.permutation(len(tr_vids))
-                pos = 0
-            vids_idx = order[pos : pos + bs]
-            pos += bs
-            cap_idx = cap_start[vids_idx] + (rng.random(bs) * (cap_start[vids_idx + 1] - cap_start[vids_idx])).astype(np.int64)
-            fidx = _clip_indices(rng, n_frames, frames_per_clip, bs)  # (B, k)
-            clip = tr_frames[vids_idx[:, None], fidx]  # (B, k, S, S, 3)
-            x = frames_to_tensor(clip.reshape(-1, size, size, 3), mean, std)  # (B·k, 3, S, S)
-            x = x.contiguous(memory_format=torch.channels_last)
-
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, frac, lr, warmup_steps)
-            img = model.encode_image(x).reshape(bs, frames_per_clip, d)  # (B, k, d)
-            vid_emb = head(img) if head is not None else img.mean(dim=1)  # (B, d)
-            txt = model.encode_text(tokens[torch.from_numpy(cap_idx)])  # (B, d)
-            loss = loss_fn(F.normalize(vid_emb, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))  # as open_clip's training loop
-            last_loss = float(loss.detach())
-            if step % 10 == 0:
-                losses.append((step, round(last_loss, 4)))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}")
-        bar.close()
-        train_s = time.perf_counter() - t_train
-        losses.append((step, round(last_loss, 4)))
+        stats, n_captions = _train_steps(model, head, tokenizer, train, cfg)
 
         model.eval()
         if head is not None:
             head.eval()
         t0 = time.perf_counter()
         recall = {
-            "test": evaluate_split(model, tokenizer, head, te_frames, te_vids, te_caps) if te_vids else {},
-            "trainval": evaluate_split(model, tokenizer, head, tr_frames, tr_vids, tr_caps),
+            "test": evaluate_split(model, tokenizer, head, test.frames, test.vids, test.caps) if test.vids else {},
+            "trainval": evaluate_split(model, tokenizer, head, train.frames, train.vids, train.caps),
         }
         eval_s = time.perf_counter() - t0
 
-        head_file = temporal_head_path(out_ckpt)
-        if head is not None:
-            with atomic_path(head_file, suffix=".pt.tmp") as tmp:
-                torch.save(temporal_head_state(head), tmp)
-        elif head_file.exists():
-            head_file.unlink()  # a stale head from an earlier run must not be paired with this checkpoint
-        with atomic_path(out_ckpt, suffix=".pt.tmp") as tmp:
-            # Plain contiguous tensors: the checkpoint must not depend on the training memory layout.
-            torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-            _verify_checkpoint(tmp, model_name, model, te_frames if len(te_vids) else tr_frames, tokenizer)
-
+        head_file = _save_clip(out_ckpt, model, head, tokenizer, cfg.model_name,
+                               test.frames if len(test.vids) else train.frames)
+        bs = min(cfg.batch_size, len(train.vids))
         summary: dict[str, Any] = {
-            "model_name": model_name,
-            "model_config": open_clip.get_model_config(model_name),
+            "model_name": cfg.model_name,
+            "model_config": open_clip.get_model_config(cfg.model_name),
             "checkpoint": out_ckpt.name,
             "checkpoint_sha256": file_sha256(out_ckpt),
             "temporal_head": head_file.name if head is not None else None,
             "temporal_head_sha256": file_sha256(head_file) if head is not None else None,
-            "head_hidden": head_hidden if head is not None else None,
-            "seed": seed,
-            "threads": threads,
-            "threads_used": {str(k): v for k, v in sorted(threads_used.items())},
-            "steps": step,
-            "planned_steps": planned,
-            "stopped_by": stopped_by,
-            "time_limited": time_limited,
-            "epochs_completed": round(step * bs / len(tr_vids), 2),
+            "head_hidden": cfg.head_hidden if head is not None else None,
+            "seed": cfg.seed,
+            "threads": cfg.threads,
+            "threads_used": {str(k): v for k, v in sorted(stats.threads_used.items())},
+            "steps": stats.steps,
+            "planned_steps": stats.planned,
+            "stopped_by": stats.stopped_by,
+            "time_limited": stats.time_limited,
+            "epochs_completed": round(stats.steps * bs / len(train.vids), 2),
             "batch_size": bs,
-            "n_frames": n_frames,
-            "frames_per_clip": frames_per_clip,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "warmup_steps": warmup_steps,
-            "max_seconds": max_seconds,
-            "n_trainval_videos": len(tr_vids),
-            "n_trainval_captions": len(cap_texts),
-            "n_test_videos": len(te_vids),
-            "n_test_captions": sum(len(te_caps[v]) for v in te_vids),
-            "final_loss": last_loss,
+            "n_frames": cfg.n_frames,
+            "frames_per_clip": cfg.frames_per_clip,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "warmup_steps": cfg.warmup_steps,
+            "max_seconds": cfg.max_seconds,
+            "n_trainval_videos": len(train.vids),
+            "n_trainval_captions": n_captions,
+            "n_test_videos": len(test.vids),
+            "n_test_captions": sum(len(test.caps[v]) for v in test.vids),
+            "final_loss": stats.last_loss,
             "logit_scale": float(model.logit_scale.detach().exp()),
-            "loss_curve": losses,
+            "loss_curve": stats.losses,
             "recall": recall,
             "decode_s": round(decode_s, 2),
-            "train_s": round(train_s, 2),
+            "train_s": round(stats.train_s, 2),
             "eval_s": round(eval_s, 2),
             "total_s": round(time.perf_counter() - t_start, 2),
             "torch": torch.__version__,
@@ -452,6 +403,109 @@ def train_demo_clip(
         return summary
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _train_steps(model: torch.nn.Module, head: TemporalHead | None, tokenizer: Any, train: _Split,
+                 cfg: ClipPretrainConfig) -> tuple[_RunStats, int]:
+    """The contrastive training loop; returns its statistics and the number of training captions."""
+    size = preprocess_size(model)
+    mean, std = image_mean_std(model)
+    d = embed_dim(model)
+    bs = min(cfg.batch_size, len(train.vids))
+    # Tokenise every caption once; a step only gathers rows.
+    cap_texts: list[str] = []
+    cap_start = np.zeros(len(train.vids) + 1, dtype=np.int64)
+    for j, vid in enumerate(train.vids):
+        cap_texts += train.caps[vid]
+        cap_start[j + 1] = len(cap_texts)
+    tokens = tokenizer(cap_texts)  # (n_caps, L)
+
+    params = _param_groups(model, head, cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = ClipLoss()
+    rng = np.random.default_rng(cfg.seed)
+    steps_per_epoch = len(train.vids) // bs
+    stats = _RunStats(planned=cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch,
+                      stopped_by="steps" if cfg.max_steps is not None else "epochs")
+    order = np.zeros(0, dtype=np.int64)
+    pos = 0
+    model.train()
+    if head is not None:
+        head.train()
+    t_train = time.perf_counter()
+    bar = progress_bar(total=stats.planned, unit="step", desc="clip pretrain", disable=not cfg.progress)
+    # Only a clock-bound run adapts its thread count: a step-bound run must stay deterministic.
+    governor = FreeCores() if (cfg.adapt_threads and cfg.max_steps is None and cfg.threads > 1) else None
+    n_threads = int(cfg.threads)
+    t_probe = time.perf_counter()
+    while stats.steps < stats.planned:
+        step = stats.steps
+        if governor is not None and time.perf_counter() - t_probe >= 2.0:
+            free = governor.free()
+            t_probe = time.perf_counter()
+            if free is not None:
+                want = max(1, min(int(cfg.threads), int(free + 0.25)))
+                if want != n_threads:
+                    n_threads = want
+                    torch.set_num_threads(n_threads)
+        stats.threads_used[n_threads] = stats.threads_used.get(n_threads, 0) + 1
+        elapsed = time.perf_counter() - t_train
+        frac = step / stats.planned
+        if cfg.max_steps is None and elapsed / cfg.max_seconds > frac:
+            # The clock, not the step count, is the binding budget: schedule by it.
+            frac = elapsed / cfg.max_seconds
+            stats.time_limited = True
+        if frac >= 1.0:
+            stats.stopped_by = "time"
+            break
+        if pos + bs > len(order):
+            order = rng.permutation(len(train.vids))
+            pos = 0
+        vids_idx = order[pos : pos + bs]
+        pos += bs
+        cap_idx = cap_start[vids_idx] + (rng.random(bs) * (cap_start[vids_idx + 1] - cap_start[vids_idx])).astype(np.int64)
+        fidx = _clip_indices(rng, cfg.n_frames, cfg.frames_per_clip, bs)  # (B, k)
+        clip = train.frames[vids_idx[:, None], fidx]  # (B, k, S, S, 3)
+        x = frames_to_tensor(clip.reshape(-1, size, size, 3), mean, std)  # (B·k, 3, S, S)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, frac, cfg.lr, cfg.warmup_steps)
+        img = model.encode_image(x).reshape(bs, cfg.frames_per_clip, d)  # (B, k, d)
+        vid_emb = head(img) if head is not None else img.mean(dim=1)  # (B, d)
+        txt = model.encode_text(tokens[torch.from_numpy(cap_idx)])  # (B, d)
+        loss = loss_fn(F.normalize(vid_emb, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))  # as open_clip's training loop
+        stats.last_loss = float(loss.detach())
+        if step % 10 == 0:
+            stats.losses.append((step, round(stats.last_loss, 4)))
+        stats.steps = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats.last_loss:.3f}")
+    bar.close()
+    stats.train_s = time.perf_counter() - t_train
+    stats.losses.append((stats.steps, round(stats.last_loss, 4)))
+    return stats, len(cap_texts)
+
+
+def _save_clip(out_ckpt: Path, model: torch.nn.Module, head: TemporalHead | None, tokenizer: Any, model_name: str,
+               check_frames: np.ndarray) -> Path:
+    """Write the head (or remove a stale one) and the checkpoint, verified through open_clip; the head's path."""
+    head_file = temporal_head_path(out_ckpt)
+    if head is not None:
+        with atomic_path(head_file, suffix=".pt.tmp") as tmp:
+            torch.save(temporal_head_state(head), tmp)
+    elif head_file.exists():
+        head_file.unlink()  # a stale head from an earlier run must not be paired with this checkpoint
+    with atomic_path(out_ckpt, suffix=".pt.tmp") as tmp:
+        # Plain contiguous tensors: the checkpoint must not depend on the training memory layout.
+        torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        _verify_checkpoint(tmp, model_name, model, check_frames, tokenizer)
+    return head_file
 
 
 def sidecar_path(checkpoint: str | os.PathLike) -> Path:
@@ -510,13 +564,13 @@ def add_clip_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_clip_pretrain_cli(args: argparse.Namespace) -> int:
     """``facenet-evc clip-pretrain``. Errors propagate to the CLI's handler (exit 2)."""
-    summary = train_demo_clip(
-        args.videos, args.trainval, args.test, args.out, threads=args.threads, max_seconds=args.max_seconds,
-        seed=args.seed, model_name=args.model, epochs=args.epochs, max_steps=args.max_steps,
-        batch_size=args.batch_size, frames_per_clip=args.frames_per_clip, lr=args.lr,
-        temporal_head=not args.no_temporal_head, adapt_threads=not args.no_adapt_threads,
-        test_videos_dir=args.test_videos,
+    cfg = ClipPretrainConfig(
+        threads=args.threads, max_seconds=args.max_seconds, seed=args.seed, model_name=args.model,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        frames_per_clip=args.frames_per_clip, lr=args.lr, temporal_head=not args.no_temporal_head,
+        adapt_threads=not args.no_adapt_threads,
     )
+    summary = train_demo_clip(args.videos, args.trainval, args.test, args.out, cfg, test_videos_dir=args.test_videos)
     brief = {k: summary[k] for k in ("steps", "stopped_by", "train_s", "final_loss")}
     brief["recall_test"] = summary["recall"]["test"]
     print(json.dumps(brief, indent=2))

@@ -51,17 +51,18 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from facenet_evc.config import load_mapping
 from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normalize_caption, read_split
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
-from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
-from facenet_evc.config import load_mapping
 from facenet_evc.data.sources import add_captions_args, caption_sources
+from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
 from facenet_evc.models.config import LLM_DECODERS, FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.progress import progress_bar
@@ -76,6 +77,7 @@ from facenet_evc.training.checkpoint import (
 )
 from facenet_evc.training.config import TrainConfig
 from facenet_evc.training.data import (
+    Artifacts,
     Collator,
     artifact_dims,
     EVCDataset,
@@ -321,6 +323,76 @@ def check_run_dir(out: Path, fingerprint: dict[str, Any], restart_if_changed: bo
                     target.unlink()
 
 
+@dataclass
+class RunData:
+    """What a run trains and validates on, checked against each other and the model config."""
+
+    artifacts: Artifacts
+    lexicon: Lexicon
+    train_ids: list[str]
+    val_ids: list[str]
+    samples: list[tuple[str, str]]  # (video id, normalised caption) of the training videos
+    references: dict[str, list[str]]  # validation video -> its normalised captions
+
+
+def load_run_data(cfg: FaceNetConfig, tcfg: TrainConfig, features_h5: Path, topk_h5: Path, triplets_h5: Path,
+                  lexicon_h5: Path, sources: list[CaptionSource], lexicon_dir: Path) -> RunData:
+    """Read the captions and artifacts, check that they belong together, split off the validation videos."""
+    trainval = read_split(sources)
+    caps = captions_by_video(trainval)
+    artifacts = load_artifacts(features_h5, topk_h5, triplets_h5, lexicon_h5)
+    artifacts.check_repository(trainval, [str(s.path) for s in sources])
+    artifacts.check_model_config(cfg)
+    lexicon = read_lexicon(lexicon_dir)
+    if set(lexicon.words) != set(artifacts.lexicon_words):
+        diff = sorted(set(lexicon.words) ^ set(artifacts.lexicon_words))
+        raise ValueError(f"the lexicon folder {lexicon_dir} and {lexicon_h5} hold different words (e.g. {diff[:5]})")
+    train_ids, val_ids = split_train_val(caps, tcfg.val_fraction, tcfg.seed)
+    artifacts.check_videos(train_ids + val_ids)
+    samples = make_samples(caps, train_ids, tcfg.max_len)
+    if not samples:
+        raise ValueError("no training caption left after normalisation")
+    references = {v: [normalize_caption(c, tcfg.max_len) for c in caps[v]] for v in val_ids}
+    return RunData(artifacts, lexicon, train_ids, val_ids, samples, references)
+
+
+def find_resume_checkpoint(out: Path, cfg: FaceNetConfig, tcfg: TrainConfig,
+                           dctx: DistContext) -> tuple[Path | None, dict[str, Any] | None]:
+    """``out/last`` and its meta when a run resumes from it (model config checked), else (None, None)."""
+    if dctx.is_main:
+        resolve_checkpoint(out / "last")  # may move a half-replaced checkpoint back: one process does it
+    dctx.barrier()
+    ckpt = resolve_checkpoint(out / "last")  # every rank resumes from it
+    meta = None
+    if ckpt is not None:
+        meta = read_meta(ckpt)
+        check_model_config(meta["model_config"], cfg.to_dict(), str(ckpt))
+        changed = [k for k in sorted(tcfg.to_dict()) if (meta.get("train_config") or {}).get(k) != tcfg.to_dict()[k]]
+        if changed:
+            log.warning("resuming %s with train config changes in %s", ckpt, changed)
+    return ckpt, meta
+
+
+def run_summary(out: Path, state: TrainState, data: RunData, vocab: Vocab | None, model: torch.nn.Module,
+                device: torch.device, world_size: int) -> dict[str, Any]:
+    """``summary.json``: where the run stopped, its best validation score and its sizes."""
+    return {
+        "out_dir": str(out),
+        "step": state.step,
+        "epoch": state.epoch,
+        "metrics": state.metrics,
+        "best_step": state.best_step,
+        "best_metric": state.best_metric if math.isfinite(state.best_metric) else None,
+        "n_samples": len(data.samples),
+        "n_train_videos": len(data.train_ids),
+        "n_val_videos": len(data.val_ids),
+        "vocab_size": None if vocab is None else len(vocab),
+        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+        "device": str(device),
+        "world_size": world_size,
+    }
+
+
 def _train(
     cfg: FaceNetConfig,
     tcfg: TrainConfig,
@@ -337,34 +409,12 @@ def _train(
     fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # ---- data
-    trainval = read_split(sources)
-    caps = captions_by_video(trainval)
-    artifacts = load_artifacts(features_h5, topk_h5, triplets_h5, lexicon_h5)
-    artifacts.check_repository(trainval, [str(s.path) for s in sources])
-    artifacts.check_model_config(cfg)
-    lexicon = read_lexicon(lexicon_dir)
-    if set(lexicon.words) != set(artifacts.lexicon_words):
-        diff = sorted(set(lexicon.words) ^ set(artifacts.lexicon_words))
-        raise ValueError(f"the lexicon folder {lexicon_dir} and {lexicon_h5} hold different words (e.g. {diff[:5]})")
-    train_ids, val_ids = split_train_val(caps, tcfg.val_fraction, tcfg.seed)
-    artifacts.check_videos(train_ids + val_ids)
-    samples = make_samples(caps, train_ids, tcfg.max_len)
-    if not samples:
-        raise ValueError("no training caption left after normalisation")
-    references = {v: [normalize_caption(c, tcfg.max_len) for c in caps[v]] for v in val_ids}
+    data = load_run_data(cfg, tcfg, features_h5, topk_h5, triplets_h5, lexicon_h5, sources, lexicon_dir)
+    artifacts, lexicon, samples = data.artifacts, data.lexicon, data.samples
+    train_ids, val_ids, references = data.train_ids, data.val_ids, data.references
 
     # ---- resume?
-    if dctx.is_main:
-        resolve_checkpoint(out / "last")  # may move a half-replaced checkpoint back: one process does it
-    dctx.barrier()
-    ckpt = resolve_checkpoint(out / "last")  # every rank resumes from it
-    meta = None
-    if ckpt is not None:
-        meta = read_meta(ckpt)
-        check_model_config(meta["model_config"], cfg.to_dict(), str(ckpt))
-        changed = [k for k in sorted(tcfg.to_dict()) if (meta.get("train_config") or {}).get(k) != tcfg.to_dict()[k]]
-        if changed:
-            log.warning("resuming %s with train config changes in %s", ckpt, changed)
+    ckpt, meta = find_resume_checkpoint(out, cfg, tcfg, dctx)
 
     # ---- model (seeded before construction: a resumed run rebuilds the same initial tensors)
     seed_everything(tcfg.seed)
@@ -493,21 +543,7 @@ def _train(
             tb_log.close()
     if dctx.is_main and not (out / "curves.png").exists():
         plot_curves(out / "log.csv", out / "curves.png")
-    summary = {
-        "out_dir": str(out),
-        "step": state.step,
-        "epoch": state.epoch,
-        "metrics": state.metrics,
-        "best_step": state.best_step,
-        "best_metric": state.best_metric if math.isfinite(state.best_metric) else None,
-        "n_samples": len(samples),
-        "n_train_videos": len(train_ids),
-        "n_val_videos": len(val_ids),
-        "vocab_size": None if vocab is None else len(vocab),
-        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
-        "device": str(device),
-        "world_size": dctx.world_size,
-    }
+    summary = run_summary(out, state, data, vocab, model, device, dctx.world_size)
     if dctx.is_main:
         write_json(out / "summary.json", summary)
     dctx.barrier()  # rank 0's files are complete when any rank returns
