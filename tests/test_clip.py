@@ -124,6 +124,7 @@ def test_retrieval_recall() -> None:
 # --------------------------------------------------------------------------- clip_pretrain
 
 
+@pytest.mark.slow  # trains a model
 def test_train_demo_clip_writes_loadable_checkpoint(trained: tuple[Path, dict]) -> None:
     ckpt, summary = trained
     assert ckpt.is_file() and temporal_head_path(ckpt).is_file()
@@ -139,6 +140,7 @@ def test_train_demo_clip_writes_loadable_checkpoint(trained: tuple[Path, dict]) 
     create_clip(DEMO_MODEL, str(ckpt))  # strict open_clip load
 
 
+@pytest.mark.slow  # trains a model
 def test_train_demo_clip_is_deterministic(demo: Path, trained: tuple[Path, dict], tmp_path: Path) -> None:
     ckpt, summary = trained
     again = train_demo_clip(
@@ -153,6 +155,7 @@ def test_train_demo_clip_is_deterministic(demo: Path, trained: tuple[Path, dict]
 # --------------------------------------------------------------------------- clip_features
 
 
+@pytest.mark.slow  # trains a model
 def test_extract_features_layout(demo: Path, trained: tuple[Path, dict], tmp_path: Path) -> None:
     ckpt, _ = trained
     videos = find_videos(demo / "videos")
@@ -317,6 +320,7 @@ def test_import_epan_features_bad_arrays(tmp_path: Path) -> None:
     assert not (tmp_path / "o.h5").exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_train_demo_clip_time_budget(demo: Path, tmp_path: Path) -> None:
     """Without max_steps the clock binds: the run ends at max_seconds with the schedule annealed."""
     s = train_demo_clip(

@@ -128,6 +128,7 @@ def runs(tmp_path_factory) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow  # trains a model
 def test_two_processes_match_one(runs):
     single, ddp = read_log(runs["single"] / "log.csv"), read_log(runs["ddp"] / "log.csv")
     assert [int(r["step"]) for r in ddp] == list(range(1, RUN["max_steps"] + 1))  # rank 0 alone wrote the log
@@ -161,6 +162,7 @@ def test_two_processes_match_one(runs):
     assert (runs["ddp"] / "split.json").read_text() == (runs["single"] / "split.json").read_text()
 
 
+@pytest.mark.slow  # trains a model
 def test_two_process_resume_is_exact(runs):
     # the stopped run checkpointed every rank's RNG stream; ranks have their own dropout streams
     assert runs["stopped_meta"]["step"] == STOP

@@ -191,6 +191,7 @@ def test_beam_exhaustive_best_on_small_table() -> None:
 # ---------------------------------------------------------------- word decoders
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_word_decoder_overfits_two_captions(kind: str) -> None:
     torch.manual_seed(0)
@@ -294,6 +295,7 @@ def _lora_count(pairs: list[tuple[int, int]], r: int) -> int:
     return sum(r * (i + o) for i, o in pairs)
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("kind", ["t5", "opt"])
 def test_llm_decoder_lora_train_and_generate(kind: str, tiny_t5: Path, tiny_opt: Path) -> None:
     path = tiny_t5 if kind == "t5" else tiny_opt
@@ -332,6 +334,7 @@ def test_llm_decoder_lora_train_and_generate(kind: str, tiny_t5: Path, tiny_opt:
     assert all(isinstance(dec.decode_tokens(s), str) for s in ids)
 
 
+@pytest.mark.slow  # trains a model
 def test_t5_overfits_and_generates_captions(tiny_t5: Path) -> None:
     torch.manual_seed(0)
     dec = create_decoder("t5", 0, {"pretrained": str(tiny_t5)}, None)

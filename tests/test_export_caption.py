@@ -107,6 +107,7 @@ def _video(workflow: dict, vid: str) -> str:
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow  # trains a model
 def test_export_is_self_contained_and_checked(workflow: dict, model_dir: Path) -> None:
     m = read_manifest(model_dir)
     comp = m["components"]
@@ -138,6 +139,7 @@ def test_export_is_self_contained_and_checked(workflow: dict, model_dir: Path) -
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow  # trains a model
 def test_export_refuses_other_clip_weights(workflow: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
@@ -158,6 +160,7 @@ def test_export_without_config_names_missing_paths(tmp_path: Path, capsys: pytes
 # --------------------------------------------------------------------------- caption
 
 
+@pytest.mark.slow  # trains a model
 def test_caption_equals_the_prediction_path(workflow: dict, model_dir: Path) -> None:
     """A test video (not in the repository, like any new video) gets exactly the caption
     `predict` gives it from the cached features and top-K."""
@@ -185,6 +188,7 @@ def test_caption_equals_the_prediction_path(workflow: dict, model_dir: Path) -> 
     np.testing.assert_allclose(scores, inputs["sims"].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # trains a model
 def test_training_videos_are_not_excluded_from_their_captions(workflow: dict, model_dir: Path) -> None:
     """The workflow hides a training video's own captions from it; a new video owns none, so
     the export searches the whole repository: exact cosine top-K, nothing excluded."""
@@ -219,6 +223,7 @@ def _write_avi(src: str, dst: Path) -> None:
             out.mux(packet)
 
 
+@pytest.mark.slow  # trains a model
 def test_caption_cli_reports_bad_videos_and_captions_the_others(
     workflow: dict, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -250,6 +255,7 @@ def test_caption_cli_reports_bad_videos_and_captions_the_others(
     assert main(["caption", str(model_dir), good, "--out", str(tmp_path / "c.txt")]) == 2
 
 
+@pytest.mark.slow  # trains a model
 def test_bad_model_dir_is_a_clear_error(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "model"
     shutil.copytree(model_dir, bad)
@@ -287,6 +293,7 @@ def _tiny_t5(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # trains a model
 def test_llm_decoder_export_carries_its_base_model(workflow: dict, tmp_path: Path) -> None:
     """A FLAN-T5 + LoRA FACE-net: the export holds the frozen base LLM and its tokenizer, so it
     captions after the original folder is gone, exactly as the prediction path did."""

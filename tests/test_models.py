@@ -320,6 +320,7 @@ def test_emotion_first_changes_the_computation():
     assert not torch.allclose(ff.encode(batch)["memory"], ef.encode(batch)["memory"])
 
 
+@pytest.mark.slow  # trains a model
 def test_overfits_one_batch():
     torch.manual_seed(0)
     model = make_model(make_cfg())

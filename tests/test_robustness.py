@@ -246,6 +246,7 @@ def test_wrong_config_type_names_file_key_and_type(capsys, tmp_path, section, ke
     ("lr: fast\n", "TrainConfig.lr must be a number, got 'fast'"),
     ("lr_rate: 0.001\n", "TrainConfig: unknown keys ['lr_rate']"),
 ], ids=["wrong-type", "unknown-key"])
+@pytest.mark.slow  # trains a model
 def test_train_config_file_errors_name_the_file(capsys, tmp_path, art, text, expected):
     tcfg = write(tmp_path / "train.yaml", text)
     out = tmp_path / "out" / "train"
@@ -286,6 +287,7 @@ def _frames_of(path: str) -> tuple[list[str], np.ndarray]:
         return read_strings(f["video_ids"]), f["frames"][()]
 
 
+@pytest.mark.slow  # trains a model
 def test_feature_width_differs_from_model(capsys, tmp_path, art):
     ids, frames = _frames_of(art["features"])  # (n, 4, 16)
     wide = write_features(tmp_path / "features_d32.h5", ids, np.concatenate([frames, frames], axis=-1))  # (n, 4, 32)
@@ -300,6 +302,7 @@ def test_feature_width_differs_from_model(capsys, tmp_path, art):
     assert_nothing_written(run)
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("command", ["predict", "train"])
 def test_two_dimensional_frames_are_named(capsys, tmp_path, art, command):
     ids, frames = _frames_of(art["features"])
@@ -311,6 +314,7 @@ def test_two_dimensional_frames_are_named(capsys, tmp_path, art, command):
     assert_nothing_written(out)
 
 
+@pytest.mark.slow  # trains a model
 def test_features_missing_a_split_video(capsys, tmp_path, art):
     ids, frames = _frames_of(art["features"])
     keep = [i for i, v in enumerate(ids) if v != TEST[2]]
@@ -345,6 +349,7 @@ def _model_like(ckpt: Path, **over) -> torch.nn.Module:
     ({"decoder": "transformer", "decoder_settings": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}},
      ["decoder", "decoder_settings"]),
 ], ids=["other-d", "other-decoder"])
+@pytest.mark.slow  # trains a model
 def test_checkpoint_into_model_of_another_config(art, over, keys):
     ckpt = Path(art["checkpoint"])
     with pytest.raises(CheckpointError) as e:
@@ -356,6 +361,7 @@ def test_checkpoint_into_model_of_another_config(art, over, keys):
     assert "size mismatch" not in msg
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_tensors_of_another_config_are_named(capsys, tmp_path, art):
     # meta.json of one model next to the weights of another (a hand-copied file)
     ckpt = tmp_path / "mixed"

@@ -82,6 +82,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 # --------------------------------------------------------------------------- the training run
 
 
+@pytest.mark.slow  # trains a model
 def test_training_outputs(reference, art):
     out, summary = reference
     rows = read_log(out / "log.csv")
@@ -126,6 +127,7 @@ def test_training_outputs(reference, art):
     print(f"reference run: {S2} steps in {summary['seconds']:.1f} s, final {summary['metrics']}")
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_in_two_calls_is_exact(reference, art, tmp_path):
     ref_out, ref_summary = reference
     out = tmp_path / "two_calls"
@@ -141,6 +143,7 @@ def test_resume_in_two_calls_is_exact(reference, art, tmp_path):
     assert [[r[c] for c in cols] for r in rows] == [[r[c] for c in cols] for r in ref_rows]
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_after_sigkill_is_exact(reference, art, tmp_path):
     ref_out, ref_summary = reference
     out = tmp_path / "killed"
@@ -192,6 +195,7 @@ def test_resume_after_sigkill_is_exact(reference, art, tmp_path):
     assert tb["loss/total"] == ref_tb["loss/total"]
 
 
+@pytest.mark.slow  # trains a model
 def test_model_config_mismatch_is_named(reference, art, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "mismatch"
@@ -206,6 +210,7 @@ def test_model_config_mismatch_is_named(reference, art, tmp_path):
         load_checkpoint(out / "last", expected_model_config={**MODEL_CFG, "n_queries": 8})
 
 
+@pytest.mark.slow  # trains a model
 def test_changed_settings_or_inputs_do_not_resume_stale_weights(reference, art, tmp_path):
     """run.json fingerprints a run: another setting or input file is an error, or (as the
     workflow asks) a fresh start; same settings resume."""
@@ -249,6 +254,7 @@ def test_checkpoint_survives_kill_between_renames(tmp_path):
 # --------------------------------------------------------------------------- inference
 
 
+@pytest.mark.slow  # trains a model
 def test_predict_one_caption_per_test_video(reference, art, tmp_path):
     ref_out, _ = reference
     out_json = tmp_path / "pred.json"
@@ -341,6 +347,7 @@ def test_train_config_rejects_unknown_keys():
 # --------------------------------------------------------------------------- CLI hooks
 
 
+@pytest.mark.slow  # trains a model
 def test_cli_hooks(reference, art, tmp_path):
     import argparse
 
