@@ -62,7 +62,7 @@ from facenet_evc.io import write_json_and_markdown
 from facenet_evc.models.config import WORD_DECODERS, FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.models.facenet import FaceNet
-from facenet_evc.training.data import Artifacts
+from facenet_evc.training.data import Artifacts, add_artifact_args
 from facenet_evc.training.decoding import generate_captions
 from facenet_evc.training.factory import create_facenet
 
@@ -652,9 +652,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--model-config", help="with --random-weights: dataset config name (config/<name>.yaml), "
                      "YAML/JSON file or inline JSON of a FaceNetConfig")
     data = parser.add_argument_group("cached inputs, as predict reads them (synthetic with --random-weights if absent)")
-    data.add_argument("--features", help="frame features HDF5")
-    data.add_argument("--topk", help="top-K retrieval HDF5")
-    data.add_argument("--triplets", help="triplet embeddings HDF5")
+    add_artifact_args(data, required=False)
     add_captions_args(data, required=False)
     shape = parser.add_argument_group("random-weight shape")
     shape.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="word decoders' vocabulary")
@@ -682,7 +680,7 @@ def run_cli(args: argparse.Namespace) -> int:
     given = [f for f in inputs if getattr(args, f)]
     if given and len(given) < len(inputs):
         missing = [f for f in inputs if f not in given]
-        raise ValueError(f"the cached inputs need all of --features --topk --triplets --captions; missing: "
+        raise ValueError("the cached inputs need all of --features --topk --triplets --captions; missing: "
                          + ", ".join(f"--{m}" for m in missing))
     if args.checkpoint and not given:
         raise ValueError("--checkpoint needs the cached inputs: --features --topk --triplets --captions")

@@ -52,7 +52,14 @@ from facenet_evc.progress import progress_bar
 
 from facenet_evc.io import atomic_path, read_json, read_strings, write_json
 from facenet_evc.models.facenet import FaceNet
-from facenet_evc.training.data import Artifacts, ArtifactError, iter_video_batches, load_artifacts, to_device
+from facenet_evc.training.data import (
+    Artifacts,
+    ArtifactError,
+    add_artifact_args,
+    iter_video_batches,
+    load_artifacts,
+    to_device,
+)
 from facenet_evc.training.factory import load_model
 from facenet_evc.training.runtime import autocast_for, resolve_device
 
@@ -372,9 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("video_ids", nargs="*", metavar="VIDEO_ID", help="videos to explain (or --captions + --first)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <train out>/best)")
-    parser.add_argument("--features", required=True, help="frame features HDF5")
-    parser.add_argument("--topk", required=True, help="top-K retrieval HDF5")
-    parser.add_argument("--triplets", required=True, help="triplet embeddings HDF5 of the repository (S/P/O texts)")
+    add_artifact_args(parser)
     parser.add_argument("--lexicon-h5", required=True, help="lexicon embeddings HDF5 (category names of the words)")
     parser.add_argument("--lexicon", help="folder of <category>.txt files: marks the emotion words of the captions")
     parser.add_argument("--references", help="R.json {video_id: [captions]} shown next to the generated caption")

@@ -18,7 +18,7 @@ import torch
 
 from facenet_evc.data.sources import add_captions_args, split_video_ids
 from facenet_evc.io import write_json
-from facenet_evc.training.data import load_artifacts
+from facenet_evc.training.data import add_artifact_args, load_artifacts
 from facenet_evc.training.decoding import generate_captions
 from facenet_evc.training.factory import load_model
 from facenet_evc.training.runtime import resolve_device
@@ -60,9 +60,7 @@ def predict(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc predict``."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <train out>/best)")
-    parser.add_argument("--features", required=True, help="frame features HDF5 (covers the split's videos)")
-    parser.add_argument("--topk", required=True, help="top-K retrieval HDF5")
-    parser.add_argument("--triplets", required=True, help="triplet embeddings HDF5 of the repository")
+    add_artifact_args(parser)
     add_captions_args(parser)  # --captions FILE... [--captions-seps SEP...]: the split's caption files
     parser.add_argument("--out", required=True, help="P.json to write: {video_id: caption}")
     parser.add_argument("--num-beams", type=int, default=5)

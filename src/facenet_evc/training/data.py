@@ -30,6 +30,8 @@ order. The test split is never used for model selection.
 """
 from __future__ import annotations
 
+import argparse
+
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,3 +392,10 @@ def _dataset_shape(path: str | os.PathLike, name: str, what: str, layout: str) -
     if len(shape) != layout.count(",") + 1:
         raise ArtifactError(f"{path}: dataset {name!r} has shape {shape}, expected {layout}")
     return shape
+
+
+def add_artifact_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, required: bool = True) -> None:
+    """``--features --topk --triplets``: the cached artifacts every model command reads."""
+    parser.add_argument("--features", required=required, help="frame features HDF5 (clip_frames.h5) covering the videos")
+    parser.add_argument("--topk", required=required, help="top-K retrieval HDF5")
+    parser.add_argument("--triplets", required=required, help="triplet embeddings HDF5 of the repository captions")

@@ -79,6 +79,7 @@ from facenet_evc.training.config import TrainConfig
 from facenet_evc.training.data import (
     Artifacts,
     Collator,
+    add_artifact_args,
     artifact_dims,
     EVCDataset,
     load_artifacts,
@@ -567,9 +568,7 @@ def _checked_mapping(value: str | None, what: str, cls: type) -> dict[str, Any]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc train``."""
-    parser.add_argument("--features", required=True, help="frame features HDF5 (trainval videos)")
-    parser.add_argument("--topk", required=True, help="top-K retrieval HDF5")
-    parser.add_argument("--triplets", required=True, help="triplet embeddings HDF5 of the repository captions")
+    add_artifact_args(parser)
     parser.add_argument("--lexicon-h5", required=True, help="lexicon embeddings HDF5 (embed-lexicon)")
     add_captions_args(parser)  # --captions: the trainval caption files (the repository, in order)
     parser.add_argument("--lexicon", required=True, help="folder of <category>.txt emotion word files")
