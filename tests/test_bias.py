@@ -87,6 +87,7 @@ def test_msvd_mapping_bad_line(tmp_path):
         read_msvd_captions([], tmp_path / "map.txt")
 
 
+@pytest.mark.slow  # official metrics (METEOR, Java) over a whole real split
 def test_real_evc_msvd_matches_paper_under_default_reading(emvidcap, lexicon_dir):
     lex = read_lexicon(lexicon_dir)
     splits = {s: read_captions(emvidcap / "EmVidCap-S" / f"EmVideo_{s}_captions.csv") for s in ("trainval", "test")}

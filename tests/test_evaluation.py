@@ -23,6 +23,7 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "official_golden.json").re
 FILES = {"S": "EmVidCap-S/EmVideo_test_captions.csv", "L": "EmVidCap-L/EmVideo_test_captions.csv"}
 
 
+@pytest.mark.slow  # official metrics (METEOR, Java) over a whole real split
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_reproduces_official_code(emvidcap, lexicon_dir, java, case):
     ds, kind = case.split("-")
@@ -33,6 +34,7 @@ def test_reproduces_official_code(emvidcap, lexicon_dir, java, case):
     assert got["n_videos"] == len(preds)
 
 
+@pytest.mark.slow  # official metrics (METEOR, Java) over a whole real split
 def test_caption_metrics_equal_pycocoevalcap_called_directly(emvidcap, lexicon_dir, java):
     # each test video's first caption against its others, no PTBTokenizer
     preds, refs = held_out_case(emvidcap / FILES["S"], perturb=False)
@@ -144,6 +146,7 @@ def test_malformed_inputs(lexicon_dir, preds, refs, msg):
 
 # ---- CLI -------------------------------------------------------------------------------
 
+@pytest.mark.slow  # official metrics (METEOR, Java) over a whole real split
 def test_cli_writes_all_metrics(tmp_path, emvidcap, lexicon_dir, java, capsys):
     preds, refs = held_out_case(emvidcap / FILES["S"], perturb=False)
     (tmp_path / "P.json").write_text(json.dumps(preds))
