@@ -44,8 +44,8 @@ def write_inputs(tmp: Path) -> dict[str, str]:
     words = ["happy", "sad", "angry", "calm", "scared", "bored"]
     rows = ["VideoID,EmCaptions"] + [f"video{i},a {w} person walks {j}" for i, w in enumerate(words) for j in range(3)]
     (tmp / "captions.csv").write_text("\n".join(rows) + "\n")
-    metrics = {"Bleu_4": 0.1, "METEOR": 0.2, "ROUGE_L": 0.3, "CIDEr": 0.4, "Acc_sw": 0.5, "Acc_c": 0.6,
-               "BFS": 0.7, "CFS": 0.8, "n_videos": 6}
+    names = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "Acc_sw", "Acc_c", "BFS", "CFS")
+    metrics = {**{m: 0.1 * (i + 1) for i, m in enumerate(names)}, "n_videos": 6}
     for name in ("a", "b"):
         (tmp / f"{name}.json").write_text(json.dumps(metrics))
     lexicon = tmp / "lexicon"
