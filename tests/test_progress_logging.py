@@ -85,8 +85,8 @@ def test_cli_bug_shows_its_stack_user_error_one_line(monkeypatch, capsys, verbos
     real = cli.build_parser
 
     def parser_with(func):
-        def build():
-            p = real()
+        def build(command=None):
+            p = real(command)
             p._subparsers._group_actions[0].choices["inspect"].set_defaults(func=func)
             return p
         return build
