@@ -298,6 +298,7 @@ def figure_links(explain_dir: str | Path | None, out_dir: str | Path, video_ids:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``facenet-evc browse``."""
     from facenet_evc.data.sources import add_captions_args
+    from facenet_evc.training.data import add_artifact_args
 
     parser.add_argument("--runs", nargs="+", required=True, metavar="NAME=PATH",
                         help="labelled predictions.json files; the first is run A, the second run B by default "
@@ -308,9 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t1", type=float, default=None, help="Rule 1 emotional threshold (default 1/6)")
     parser.add_argument("--t2", type=float, default=None, help="Rule 1 factual threshold (default 1/10)")
     parser.add_argument("--checkpoint", help="checkpoint of run A (e.g. <train>/best): alpha, theta, g per video")
-    parser.add_argument("--features", help="frame features HDF5 (with --checkpoint)")
-    parser.add_argument("--topk", help="top-K retrieval HDF5 (with --checkpoint)")
-    parser.add_argument("--triplets", help="triplets HDF5 (with --checkpoint)")
+    add_artifact_args(parser, required=False)  # with --checkpoint
     parser.add_argument("--lexicon-h5", help="lexicon embeddings HDF5 (with --checkpoint)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
