@@ -448,8 +448,10 @@ def test_build_repository_failing_before_the_rename_leaves_nothing(capsys, tmp_p
             raise RuntimeError("simulated crash between writing and renaming")
 
     monkeypatch.setattr(io, "atomic_path", crash_before_rename)
-    msg = cli_error(capsys, *argv)
-    assert "simulated crash" in msg
+    # a crash is not a user error: exit status 1, the stack, and the reason on the last line
+    assert main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "simulated crash" in err.strip().splitlines()[-1]
     assert len(written) == 1 and written[0][0].startswith(".repository.h5.") and written[0][1] == 3
     assert_nothing_written(out)
 
