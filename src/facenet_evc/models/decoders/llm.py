@@ -304,8 +304,8 @@ class T5Decoder(HFDecoder):
 
             def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
                 out = lm(encoder_outputs=(state["enc"],), attention_mask=state["attn"],
-                         decoder_input_ids=prefix[:, -1:], past_key_values=state["cache"], use_cache=True)
-                return self._log_probs(out.logits[:, -1]), {**state, "cache": out.past_key_values}
+                         decoder_input_ids=prefix[:, -1:], cache=state["cache"], use_cache=True)
+                return self._log_probs(out.logits[:, -1]), {**state, "cache": out.cache}
 
             start = lm.config.decoder_start_token_id
             return self._search(step, {"enc": enc, "attn": attn, "cache": None}, mem.size(0), num_beams, max_len,
@@ -406,9 +406,9 @@ class OPTDecoder(HFDecoder):
                 else:
                     past = state["cache"].get_seq_length()
                     ones = torch.ones(n, past + 1, dtype=torch.long, device=tokens.device)
-                    out = lm(input_ids=tokens[:, -1:], attention_mask=ones, past_key_values=state["cache"],
+                    out = lm(input_ids=tokens[:, -1:], attention_mask=ones, cache=state["cache"],
                              use_cache=True)
-                return self._log_probs(out.logits[:, -1]), {"prefix": None, "cache": out.past_key_values}
+                return self._log_probs(out.logits[:, -1]), {"prefix": None, "cache": out.cache}
 
             return self._search(step, {"prefix": prefix, "cache": None}, prefix.size(0), num_beams, max_len,
                                 self.bos_id)
