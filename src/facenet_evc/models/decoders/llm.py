@@ -110,6 +110,7 @@ class HFDecoder(CaptionDecoder):
         banned[[i for i in self._special_ids if i != self.eos_id and i < n_vocab]] = True
         banned[len(tokenizer):] = True  # padding rows of the embedding matrix: no token
         self.register_buffer("banned", banned, persistent=False)  # (V,) never generated
+
     @property
     def lm(self) -> nn.Module:
         return self.model.get_base_model()
