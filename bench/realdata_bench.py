@@ -110,8 +110,10 @@ def profile(results: Path, emvidcap: Path, cfg: dict[str, Any], steps: int, deco
     from facenet_evc.models.decoders import Vocab
     from facenet_evc.models.losses import emotion_cls_loss, emotion_weighted_ce, total_loss
     from facenet_evc.training.data import Collator, EVCDataset, artifact_dims, load_artifacts, make_samples, split_train_val
-    from facenet_evc.training.predict import build_facenet, generate_captions
-    from facenet_evc.training.trainer import epoch_permutation, seed_everything
+    from facenet_evc.training.decoding import generate_captions
+    from facenet_evc.training.factory import create_facenet
+    from facenet_evc.training.runtime import seed_everything
+    from facenet_evc.training.trainer import epoch_permutation
 
     torch.set_num_threads(cfg["train"]["threads"])
     ds = results / "combine_bench"
@@ -127,8 +129,9 @@ def profile(results: Path, emvidcap: Path, cfg: dict[str, Any], steps: int, deco
     mcfg = FaceNetConfig.from_dict({**artifact_dims(*paths.values()), **cfg["model"]})
     seed_everything(0)
     vocab = Vocab.build([c for _, c in samples], artifacts.lexicon_words)
-    model = build_facenet(mcfg, vocab, artifacts.lexicon_words, artifacts.lexicon_vectors,
-                          artifacts.lexicon_member.astype(np.float32))
+    model = create_facenet(mcfg, vocab=vocab, lexicon_words=artifacts.lexicon_words,
+                           lexicon_vectors=artifacts.lexicon_vectors,
+                           word_category=artifacts.lexicon_member.astype(np.float32))
     opt = torch.optim.Adam(model.trainable_parameters(), lr=7e-4)
     dataset, collate = EVCDataset(artifacts, samples), Collator(artifacts, model.decoder, mcfg.delta)
     perm = epoch_permutation(len(dataset), 0, 0)

@@ -85,7 +85,9 @@ def run_seed(run):
 def final_checkpoint(w):
     """The checkpoint a run's predictions use: train/best, or train/refit/last with train.refit."""
     run = getattr(w, "run", "")
-    return layout.artifact_path(RESULTS, w.ds, layout.final_checkpoint(cfg(w)["train"]), run=run)
+    return layout.artifact_path(
+        RESULTS, w.ds, layout.final_checkpoint(cfg(w)["train"]), run=run
+    )
 
 
 def cfg(w):

@@ -393,7 +393,7 @@ def test_refit_retrains_on_every_training_video_for_the_best_step(art, tmp_path)
     assert summary["final_checkpoint"] == str(refit / "last")
     assert summary["refit"]["steps"] == best and summary["refit"]["n_train_videos"] == len(TRAINVAL)
     assert json.loads((refit / "split.json").read_text())["val"] == []
-    assert len(_read_log(refit / "log.csv")) == best
+    assert len(read_log(refit / "log.csv")) == best
     assert not (refit / "best").exists()  # nothing held out, nothing to select on
     by_hand = train(**train_kwargs(art, tmp_path / "by_hand", max_steps=best, ckpt_every=4, val_fraction=0.0))
     assert by_hand["n_train_videos"] == len(TRAINVAL)
