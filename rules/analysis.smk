@@ -24,7 +24,7 @@ rule efficiency:
         mem_mb=8000,
         gpu=lambda w: 0 if dataset(w.ds)["train"]["device"] == "cpu" else 1,
     params:
-        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        checkpoint=final_checkpoint,
         seps=caption_seps("test"),
         beams=lambda w: dataset(w.ds)["train"]["num_beams"],
         max_len=lambda w: dataset(w.ds)["train"]["max_len"],
@@ -125,7 +125,7 @@ rule explain:
     resources:
         mem_mb=4000,
     params:
-        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        checkpoint=final_checkpoint,
         seps=caption_seps("test"),
         n=lambda w: dataset(w.ds)["analysis"]["explain_videos"],
         videos=lambda w: (
@@ -305,7 +305,7 @@ rule browse:
         runs=lambda w: " ".join(
             shlex.quote(f"{k}={v}") for k, v in browse_runs(w).items()
         ),
-        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        checkpoint=final_checkpoint,
         seps=caption_seps("test"),
         thumbs=lambda w, input: (
             f"--thumbs {shlex.quote(input.thumbs)}" if "thumbs" in input.keys() else ""

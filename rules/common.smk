@@ -82,6 +82,14 @@ def run_seed(run):
     return int(m.group(1)) if m else None
 
 
+def final_checkpoint(w):
+    """The checkpoint a run's predictions use: train/best, or train/refit/last with train.refit."""
+    run = getattr(w, "run", "")
+    return layout.artifact_path(
+        RESULTS, w.ds, layout.final_checkpoint(cfg(w)["train"]), run=run
+    )
+
+
 def cfg(w):
     """The config of the run a job belongs to: the dataset's or an ablation variant's, with its training seed."""
     run = getattr(w, "run", "")

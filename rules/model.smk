@@ -39,7 +39,7 @@ rule train:
 
 
 rule predict:
-    """Caption the test videos with the best checkpoint: beam search, 5 beams, 15 tokens."""
+    """Caption the test videos with the best checkpoint: beam search, 5 beams, 15 words (train/best, or train/refit/last with train.refit)."""
     input:
         unpack(artifacts),
         summary=layout.artifact_path(RESULTS, "{ds}", layout.TRAIN_SUMMARY),
@@ -59,7 +59,7 @@ rule predict:
         mem_mb=8000,
         gpu=lambda w: 0 if cfg(w)["train"]["device"] == "cpu" else 1,
     params:
-        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT),
+        checkpoint=final_checkpoint,
         seps=caption_seps("test"),
         beams=lambda w: cfg(w)["train"]["num_beams"],
         max_len=lambda w: cfg(w)["train"]["max_len"],
@@ -90,7 +90,7 @@ rule export:
     resources:
         mem_mb=4000,
     params:
-        checkpoint=layout.artifact_path(RESULTS, "{ds}", layout.CHECKPOINT, run=""),
+        checkpoint=final_checkpoint,
         out=f"{RESULTS}/{{ds}}/export",
         beams=lambda w: dataset(w.ds)["train"]["num_beams"],
         max_len=lambda w: dataset(w.ds)["train"]["max_len"],

@@ -1,6 +1,7 @@
 """Config validation against the JSON schemas, and the Snakemake workflow's DAG."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -120,3 +121,44 @@ def test_unknown_workflow_key_rejected(tmp_path):
     r = snakemake("-n", "--config", "emvidcap_rot=x")
     assert r.returncode != 0
     assert "emvidcap_rot" in r.stdout + r.stderr
+
+
+def test_validate_config_prints_the_headline_settings(tmp_path):
+    """The real datasets default to the paper's headline: FLAN-T5 XL + LoRA r 16 / alpha 32, bf16,
+    GloVe 300-d, d 300, 32 queries, K 4, and each dataset's delta / lambda (Sec. 4.1)."""
+    paper = {"evc_msvd": (0.1, 1.0, 0.1), "evc_ve": (0.2, 1.0, 0.5), "evc_combine": (0.1, 1.0, 0.2)}
+    roots = [f"--var={k}=/u/{k}" for k in ("emvidcap_root", "videos_root", "features_root", "weights_root")]
+    for name, (delta, lambda_e, lambda_cls) in paper.items():
+        r = subprocess.run([sys.executable, "-m", "facenet_evc", "validate-config", "--config",
+                            str(PROJECT / "config" / f"{name}.yaml"), *roots],
+                           capture_output=True, text=True, timeout=120, cwd=PROJECT)
+        assert r.returncode == 0, r.stderr
+        cfg = json.loads(r.stdout)  # stdout stays the validated JSON
+        model, settings = cfg["model"], cfg["model"]["decoder_settings"]
+        assert (model["decoder"], settings["pretrained"], settings["lora_r"], settings["lora_alpha"]) == \
+            ("t5", "google/flan-t5-xl", 16, 32)
+        assert settings["dtype"] == "bfloat16" and settings["lora_target_modules"] == "all-linear"
+        assert (model["d"], model["n_queries"], cfg["retrieval"]["k"]) == (300, 32, 4)
+        assert (model["delta"], model["lambda_e"], model["lambda_cls"]) == (delta, lambda_e, lambda_cls)
+        assert cfg["emotion"]["glove"] == "/u/weights_root/glove.6B.300d.txt"
+        assert cfg["train"]["max_len"] == 15 and cfg["train"]["num_beams"] == 5 and cfg["train"]["refit"] is False
+        summary = r.stderr
+        assert f"{name}: decoder t5 google/flan-t5-xl + LoRA r 16, alpha 32" in summary
+        assert "weights bfloat16, bf16 autocast on CUDA" in summary
+        assert f"d 300, queries 32, K 4, delta {delta}, lambda_e {lambda_e}, lambda_cls {lambda_cls}" in summary
+        assert "GloVe /u/weights_root/glove.6B.300d.txt" in summary and "captions 15 words, beam 5" in summary
+
+
+def test_dry_run_trains_flan_t5_xl(emvidcap, tmp_path):
+    """`snakemake -n results/evc_combine/metrics.json` with a user's paths trains FLAN-T5 XL."""
+    (tmp_path / "videos" / "evc_combine").mkdir(parents=True)
+    r = snakemake("-n", "-p", "--config", f"emvidcap_root={emvidcap}", f"videos_root={tmp_path}/videos",
+                  f"weights_root={tmp_path}/weights", f"results_root={tmp_path}/results", "--",
+                  f"{tmp_path}/results/evc_combine/metrics.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    log = r.stdout + r.stderr
+    train_cmd = next(line for line in log.splitlines() if "facenet-evc train " in line)
+    assert '"decoder": "t5"' in train_cmd and '"pretrained": "google/flan-t5-xl"' in train_cmd
+    assert '"lora_r": 16' in train_cmd and '"lora_alpha": 32' in train_cmd
+    assert f"--glove {tmp_path}/weights/glove.6B.300d.txt" in log
+    assert f"--checkpoint {tmp_path}/results/evc_combine/train/best" in log

@@ -188,6 +188,43 @@ def test_beam_exhaustive_best_on_small_table() -> None:
     assert beam_search(_table_step, tables.unsqueeze(0), 1, 16, 3, 0, 1) == [best]
 
 
+def test_beam_by_words_exhaustive_best_and_word_cap() -> None:
+    # tokens: 0 BOS, 1 EOS, 2 and 3 open a word, 4 and 5 continue one; 64 beams never close
+    # within 4 steps on this vocabulary, so the search is exhaustive: its choice must be the
+    # candidate of best log-probability per word (+ EOS) among those of at most 2 words
+    tables = _random_tables(1, 6, 11)[0]
+    lp = tables.log_softmax(-1)
+    word_start = torch.tensor([False, False, True, True, False, False])
+
+    def words(seq: list[int]) -> int:
+        return sum(1 for i, t in enumerate(seq) if i == 0 or t in (2, 3))
+
+    def score(seq: list[int], ended: bool) -> float:
+        toks, prev, s = seq + ([1] if ended else []), 0, 0.0
+        for t in toks:
+            s += float(lp[prev, t])
+            prev = t
+        return s / (words(seq) + (1 if ended else 0))
+
+    cands = [(list(s), True) for n in range(0, 4) for s in itertools.product([2, 3, 4, 5], repeat=n)]
+    cands += [(list(s), False) for s in itertools.product([2, 3, 4, 5], repeat=4)]
+    cands = [c for c in cands if not c[0] or words(c[0]) <= 2]
+    best = max(cands, key=lambda c: score(*c) if c[0] or c[1] else -1e9)[0]
+    got = beam_search(_table_step, tables.unsqueeze(0), 1, 64, 4, 0, 1, word_start=word_start, max_words=2)
+    assert got == [best]
+    # the word cap holds whatever the table prefers: word-opening pieces are likely everywhere
+    probs = torch.full((6, 6), 0.02)
+    probs[:, 2] = 0.9
+    probs[:, 1] = 0.06  # EOS: the best piece once the word cap forbids opening another word
+    probs[:, 0] = 0.0
+    table = (probs / probs.sum(-1, keepdim=True)).log().unsqueeze(0)
+    for k in (1, 3):
+        got = beam_search(_table_step, table, 1, k, 12, 0, 1, word_start=word_start, max_words=3)[0]
+        assert got == [2, 2, 2]
+    # without word_start: the usual token-length search
+    assert beam_search(_table_step, table, 1, 1, 5, 0, 1) == [[2, 2, 2, 2, 2]]
+
+
 # ---------------------------------------------------------------- word decoders
 
 
@@ -303,9 +340,11 @@ def test_llm_decoder_lora_train_and_generate(kind: str, tiny_t5: Path, tiny_opt:
     dec = create_decoder(kind, 999, {"pretrained": str(path)}, None, LEXICON)
     assert dec.d_model == 32  # the LLM's embedding width, not d_memory
 
-    # LoRA r=16 on q, v: T5 has 2 enc self + 2 dec self + 2 dec cross attentions, OPT 2 self
-    n_attn = 6 if kind == "t5" else 2
-    expected = _lora_count([(32, 32)] * 2 * n_attn, r=16)
+    # LoRA r=16 on every linear ("all-linear"): q k v o of the attentions (T5: 2 enc self +
+    # 2 dec self + 2 dec cross; OPT: 2 self) and both feed-forward linears (32 -> 64 -> 32) of
+    # each block (T5: 2 enc + 2 dec; OPT: 2); never the LM head
+    n_attn, n_ffn = (6, 4) if kind == "t5" else (2, 2)
+    expected = _lora_count([(32, 32)] * 4 * n_attn + [(32, 64), (64, 32)] * n_ffn, r=16)
     trainable = dec.trainable_parameters()
     assert sum(p.numel() for p in trainable) == expected
     grads = [n for n, p in dec.named_parameters() if p.requires_grad]
@@ -328,7 +367,7 @@ def test_llm_decoder_lora_train_and_generate(kind: str, tiny_t5: Path, tiny_opt:
     assert losses[-1] < losses[0] - 0.1
 
     ids = dec.generate(memory.detach(), num_beams=5, max_len=15)
-    assert len(ids) == 2 and all(len(s) <= 15 for s in ids)
+    assert len(ids) == 2 and all(len(dec.tokenizer.decode(s).split()) <= 15 for s in ids)
     special = set(dec.tokenizer.all_special_ids)
     assert all(i not in special for s in ids for i in s)
     assert all(isinstance(dec.decode_tokens(s), str) for s in ids)
@@ -394,3 +433,36 @@ def test_decoders_run_under_bf16_autocast(kind: str, tiny_t5: Path, tiny_opt: Pa
         ids = dec.generate(memory.detach(), num_beams=3, max_len=5)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     assert memory.grad is not None and len(ids) == 2
+
+
+@pytest.mark.parametrize("kind", ["t5", "opt"])
+def test_llm_captions_are_cut_at_words_not_pieces(kind: str, tiny_t5: Path, tiny_opt: Path) -> None:
+    """15 words with multi-piece adverbs (more than 15 pieces) come out whole; a longer target is
+    cut at 15 whole words, as the references are (EPAN's Truncate(15))."""
+    path = tiny_t5 if kind == "t5" else tiny_opt
+    long = "a man is happily singing a song a woman is sadly crying in the rain a man"  # 17 words
+    captions = [" ".join(long.split()[:15]), long]
+    torch.manual_seed(0)
+    dec = create_decoder(kind, 0, {"pretrained": str(path), "lora_dropout": 0.0}, None)
+    targets, weights = dec.encode_targets(captions, LEXICON, delta=0.0)
+    n_pieces = (targets[0] != dec.pad_id).sum().item() - 1
+    assert n_pieces > 15  # the old 15-piece cap would have cut this caption
+    memory = torch.randn(2, 4, dec.d_model)
+    opt = torch.optim.Adam(dec.trainable_parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = dec(memory, targets, weights)["loss"]
+        if loss.item() < 0.01:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ids = dec.generate(memory, num_beams=3, max_len=15)
+    raw = [dec.tokenizer.decode(s, skip_special_tokens=True).split() for s in ids]
+    assert all(len(r) <= 15 for r in raw)
+    got = [dec.decode_tokens(s) for s in ids]
+    assert got[0] == captions[0]  # 15 words of more than 15 pieces, whole
+    if kind == "t5":  # (the tiny OPT does not memorise the 17-word target within the budget)
+        assert got[1] == captions[0]  # the 17-word target comes out as its first 15 words
+    # decode_tokens cuts and normalises the way the references are
+    many = dec.tokenizer(long + " " + long, add_special_tokens=False)["input_ids"]
+    assert dec.decode_tokens(many) == captions[0]

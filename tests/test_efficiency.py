@@ -237,8 +237,9 @@ def test_random_t5_decoder_from_config_only(tmp_path: Path) -> None:
     cfg = FaceNetConfig(**{**TINY, "decoder": "t5", "decoder_settings": {"pretrained": str(tmp_path), "lora_r": 2}})
     model = random_model(cfg, n_lexicon_words=6, n_categories=3)
     params = facenet_parameters(model)
-    # LoRA r=2 on q and v of 3 attention blocks (encoder self, decoder self, decoder cross): (16*2 + 2*16) each
-    assert params["modules"]["decoder"]["trainable"] == 3 * 2 * (16 * 2 + 2 * 16)
+    # LoRA r=2 on every linear ("all-linear"): q k v o of 3 attention blocks (encoder self, decoder
+    # self, decoder cross), 2 * (16 + 16) each, and wi (16 -> 32), wo (32 -> 16) of 2 feed-forward blocks
+    assert params["modules"]["decoder"]["trainable"] == 3 * 4 * 2 * (16 + 16) + 2 * 2 * 2 * (16 + 32)
     assert params["modules"]["decoder"]["total"] > params["modules"]["decoder"]["trainable"]
     got = caption_flops(model, synthetic_artifacts(cfg, 2), "synthetic0", num_beams=2, max_len=3)
     assert got["modules"]["decoder"] > 0 and got["per_caption"] == sum(got["modules"].values())

@@ -63,8 +63,12 @@ def test_glove_malformed_line_names_file_and_line(tmp_path, text, line, message)
 
 
 def test_glove_missing_file(tmp_path):
-    with pytest.raises(ee.GloVeError, match="GloVe file not found"):
-        ee.load_glove(tmp_path / "absent.txt")
+    with pytest.raises(ee.GloVeError, match="GloVe file not found") as err:
+        ee.load_glove(tmp_path / "glove.6B.300d.txt")
+    # names the file and where the paper's GloVe 6B 300d comes from
+    msg = str(err.value)
+    assert str(tmp_path / "glove.6B.300d.txt") in msg
+    assert "GloVe 6B 300d" in msg and "https://nlp.stanford.edu/projects/glove/" in msg
 
 
 def test_packaged_glove_layout():

@@ -380,3 +380,27 @@ def test_cli_hooks(reference, art, tmp_path):
     args = p.parse_args(["--topk", art["topk"], "--captions", art["test"], "--out", str(tmp_path / "b.json")])
     assert baseline.run_cli(args) == 0
     assert sorted(json.loads((tmp_path / "b.json").read_text())) == TEST
+
+
+def test_refit_retrains_on_every_training_video_for_the_best_step(art, tmp_path):
+    """refit: validation picks the step, then a run on all trainval videos (none held out) for
+    that many steps; it is the run one would get by hand with val_fraction 0, weight for weight."""
+    over = dict(max_steps=12, val_every=4, ckpt_every=4, refit=True)
+    summary = train(**train_kwargs(art, tmp_path / "run", **over))
+    best = summary["best_step"]
+    assert best in (4, 8, 12)
+    refit = tmp_path / "run" / "refit"
+    assert summary["final_checkpoint"] == str(refit / "last")
+    assert summary["refit"]["steps"] == best and summary["refit"]["n_train_videos"] == len(TRAINVAL)
+    assert json.loads((refit / "split.json").read_text())["val"] == []
+    assert len(read_log(refit / "log.csv")) == best
+    assert not (refit / "best").exists()  # nothing held out, nothing to select on
+    by_hand = train(**train_kwargs(art, tmp_path / "by_hand", max_steps=best, ckpt_every=4, val_fraction=0.0))
+    assert by_hand["n_train_videos"] == len(TRAINVAL)
+    _assert_same_weights(refit / "last", tmp_path / "by_hand" / "last")
+    # a second call finds both runs complete: nothing retrained, same answer
+    again = train(**train_kwargs(art, tmp_path / "run", **over))
+    assert again["refit"] == summary["refit"] and again["best_step"] == best
+    preds = predict(refit / "last", art["features"], art["topk"], art["triplets"], TEST, tmp_path / "p.json",
+                    num_beams=2, max_len=15, batch_size=4, device="cpu", progress=False)
+    assert sorted(preds) == TEST

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 
 log = logging.getLogger("facenet_evc")
@@ -256,10 +257,11 @@ def add_validate_config(s: argparse.ArgumentParser) -> None:
 
 
 def run_validate_config(args: argparse.Namespace) -> int:
-    from facenet_evc.config import load_dataset_config
+    from facenet_evc.config import load_dataset_config, settings_summary
 
     variables = dict(v.split("=", 1) for v in args.var)
     cfg = load_dataset_config(args.config, variables)
+    print(settings_summary(cfg), file=sys.stderr)  # stdout stays the JSON
     print(json.dumps(cfg, indent=2))
     return 0
 

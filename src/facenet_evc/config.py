@@ -213,3 +213,28 @@ def load_mapping(value: str | None, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what}: expected a mapping (file or inline JSON/YAML), got {value!r}")
     return data
+
+
+def settings_summary(cfg: Mapping[str, Any]) -> str:
+    """The settings a reader compares with the paper's Sec. 4.1, one line each (``validate-config``)."""
+    model, train = cfg.get("model", {}), cfg.get("train", {})
+    dec = model.get("decoder", "lstm")
+    ds = model.get("decoder_settings") or {}
+    if dec in ("t5", "opt"):
+        targets = ds.get("lora_target_modules", "all-linear")
+        decoder = (f"{dec} {ds.get('pretrained', '?')} + LoRA r {ds.get('lora_r', 16)}, alpha {ds.get('lora_alpha', 32)}, "
+                   f"dropout {ds.get('lora_dropout', 0.05)}, targets {targets}; weights {ds.get('dtype') or 'as saved'}"
+                   f", bf16 autocast on CUDA")
+    else:
+        decoder = f"{dec} {json.dumps(ds, sort_keys=True)}"
+    lines = [
+        f"{cfg.get('name', '?')}: decoder {decoder}",
+        f"  d {model.get('d')}, queries {model.get('n_queries')}, K {cfg.get('retrieval', {}).get('k')}, "
+        f"delta {model.get('delta')}, lambda_e {model.get('lambda_e')}, lambda_cls {model.get('lambda_cls')}",
+        f"  GloVe {cfg.get('emotion', {}).get('glove')}; CLIP {cfg.get('clip', {}).get('model')}",
+        f"  Adam lr {train.get('lr')}, batch {train.get('batch_size')}, {train.get('lr_schedule')} schedule, "
+        f"{train.get('max_steps')} steps, validation on {train.get('val_fraction')} of the training videos every "
+        f"{train.get('val_every')} steps{', then refit on all of them' if train.get('refit') else ''}",
+        f"  captions {train.get('max_len')} words, beam {train.get('num_beams')}, device {train.get('device')}",
+    ]
+    return "\n".join(lines)

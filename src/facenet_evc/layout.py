@@ -17,6 +17,8 @@ LEXICON_H5 = "emotion/lexicon.h5"
 TRAIN_DIR = "{run}train"
 TRAIN_SUMMARY = "{run}train/summary.json"
 CHECKPOINT = "{run}train/best"
+# train.refit: the model retrained on every training video for the best step count
+REFIT_CHECKPOINT = "{run}train/refit/last"
 PREDICTIONS = "{run}predictions.json"
 
 
@@ -28,6 +30,12 @@ class _KeepMissing(dict):
 def artifact_path(results_root: str, ds: str, relative: str, **fields: object) -> str:
     """``<results_root>/<ds>/<relative>`` with ``fields`` filled in; the others stay wildcards."""
     return f"{results_root}/{ds}/" + relative.format_map(_KeepMissing({k: str(v) for k, v in fields.items()}))
+
+
+def final_checkpoint(train: dict) -> str:
+    """The checkpoint a run's predictions use: ``best`` (picked on the held-out videos), or with
+    ``train.refit`` the retrained ``refit/last`` (:func:`facenet_evc.training.trainer.final_checkpoint`)."""
+    return REFIT_CHECKPOINT if train.get("refit") else CHECKPOINT
 
 
 def model_inputs(results_root: str, ds: str, k: int | str) -> dict[str, str]:

@@ -102,7 +102,7 @@ def standard_sources(config: str | os.PathLike, results_root: str | None = None)
     root, name = str(variables["results_root"]), cfg["name"]
     inputs = layout.model_inputs(root, name, cfg["retrieval"]["k"])
     sources = ExportSources(
-        checkpoint=Path(layout.artifact_path(root, name, layout.CHECKPOINT, run="")),
+        checkpoint=Path(layout.artifact_path(root, name, layout.final_checkpoint(cfg.get("train") or {}), run="")),
         features=Path(inputs["features"]),
         topk=Path(inputs["topk"]),
         repository=Path(layout.artifact_path(root, name, layout.REPOSITORY)),

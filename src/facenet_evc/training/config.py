@@ -35,6 +35,9 @@ class TrainConfig:
     val_every: int = 1000
     ckpt_every: int = 1000
     val_fraction: float = 0.1  # of the trainval videos, held out for model selection
+    # after validation picked the best step: retrain on every trainval video for that many steps
+    # (into <out>/refit/; the workflow then predicts with refit/last instead of best/)
+    refit: bool = False
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = torch's default
     device: str = "auto"  # auto = cuda when available, else cpu
@@ -76,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"TrainConfig.refit must be true or false, got {self.refit!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"TrainConfig.threads must be an integer >= 1 or null, got {self.threads!r}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):

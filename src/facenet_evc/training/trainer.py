@@ -277,18 +277,63 @@ def train(
         if dctx.is_main:
             check_run_dir(out, fingerprint, restart_if_changed)
         dctx.barrier()
+        args = (Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5), _caption_sources(captions),
+                Path(lexicon_dir))
         with deterministic(device):
-            return _train(cfg, tcfg, Path(features_h5), Path(topk_h5), Path(triplets_h5), Path(lexicon_h5),
-                          _caption_sources(captions), Path(lexicon_dir), out, device, callback, dctx, fingerprint)
+            summary = _train(cfg, tcfg, *args, out, device, callback, dctx, fingerprint)
+        if tcfg.refit:
+            summary = _refit(cfg, tcfg, args, out, device, callback, dctx, fingerprint, summary)
+        return summary
     finally:
         torch.set_num_threads(threads_before)
         dctx.close()
 
 
+REFIT_DIR = "refit"
+
+
+def final_checkpoint(out_dir: str | os.PathLike, refit: bool) -> Path:
+    """The checkpoint a run's predictions use: ``best/`` (picked on the held-out videos), or with
+    ``refit`` the model retrained on every training video for the best step's count, ``refit/last/``."""
+    return Path(out_dir) / (f"{REFIT_DIR}/last" if refit else "best")
+
+
+def _refit(cfg: FaceNetConfig, tcfg: TrainConfig, args: tuple, out: Path, device: torch.device,
+           callback: Callable[[int, dict[str, Any]], None] | None, dctx: DistContext,
+           fingerprint: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Retrain from scratch on every trainval video (``val_fraction = 0``) for ``best_step`` steps,
+    into ``out/refit/``: the validation run picked the number of steps, the refit uses the held-out
+    videos too. Same seed and settings otherwise; resumable like any run (its own ``run.json``
+    records the step count, so a changed best step restarts it)."""
+    steps = summary["best_step"]
+    if steps is None or steps < 1:
+        raise ValueError(f"{out}: refit needs a best step from validation (val_fraction > 0); got {steps}")
+    rcfg = TrainConfig.from_dict({**tcfg.to_dict(), "val_fraction": 0.0, "refit": False, "max_steps": steps,
+                                  "ckpt_every": min(tcfg.ckpt_every, steps)})
+    rout = out / REFIT_DIR
+    rout.mkdir(parents=True, exist_ok=True)
+    rfp = {**fingerprint, "refit_of": {"best_step": steps, "train_config": fingerprint["train_config"]},
+           "train_config": {k: v for k, v in rcfg.to_dict().items() if k not in _UNFINGERPRINTED}}
+    rfp = json.loads(json.dumps(rfp))
+    if dctx.is_main:
+        check_run_dir(rout, rfp, restart_if_changed=True)  # derived from the main run: never stale
+    dctx.barrier()
+    log.info("refit: retraining on every training video for %d steps (the best validation step) into %s", steps, rout)
+    with deterministic(device):
+        rsum = _train(cfg, rcfg, *args, rout, device, callback, dctx, rfp)
+    summary = {**summary, "refit": {"out_dir": str(rout), "steps": rsum["step"], "n_train_videos": rsum["n_train_videos"],
+                                    "n_samples": rsum["n_samples"]},
+               "final_checkpoint": str(final_checkpoint(out, True))}
+    if dctx.is_main:
+        write_json(out / "summary.json", summary)
+    dctx.barrier()
+    return summary
+
+
 # Settings a resume may change: how a run is executed or shown, and how long it runs (a longer
 # max_steps continues the same run; the weights up to the checkpoint do not depend on it).
-_UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every"}
-RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json", TB_SUBDIR)
+_UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every", "refit"}
+RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json", TB_SUBDIR, REFIT_DIR)
 
 
 def run_fingerprint(cfg: FaceNetConfig, tcfg: TrainConfig, inputs: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
@@ -544,7 +589,8 @@ def _train(
             tb_log.close()
     if dctx.is_main and not (out / "curves.png").exists():
         plot_curves(out / "log.csv", out / "curves.png")
-    summary = run_summary(out, state, data, vocab, model, device, dctx.world_size)
+    summary = {**run_summary(out, state, data, vocab, model, device, dctx.world_size),
+               "final_checkpoint": str(final_checkpoint(out, False))}
     if dctx.is_main:
         write_json(out / "summary.json", summary)
     dctx.barrier()  # rank 0's files are complete when any rank returns

@@ -1,4 +1,4 @@
-"""Batched beam search for the word-level decoders (LSTM, Transformer).
+"""Batched beam search for every caption decoder (LSTM, Transformer; FLAN-T5 / OPT by words).
 
 The search is the classic captioning variant (SA-LSTM / Show-Attend-Tell style): every
 sample keeps ``K = num_beams`` slots; at each step the ``k`` best one-token extensions of the
@@ -19,6 +19,21 @@ All beams of the samples still searching advance in one call of ``step_fn``; a s
 whose ``K`` slots have closed is dropped from the rows (and the state), so a batch does no
 more steps per sample than searching it alone. Samples are independent, so the result of a
 batch equals the results of its samples searched one by one.
+
+Sub-word decoders (FLAN-T5, OPT) search by *words*: the references are cut at 15 words
+(EPAN's Truncate(15)), not at 15 pieces. Given ``word_start`` (a ``(V,)`` bool mask of the
+pieces that open a new word: SentencePiece ``▁…``, byte-level BPE ``Ġ…``) and ``max_words``:
+
+* each beam counts its words (its first piece always opens one);
+* a beam holding ``max_words`` words may only continue its last word or emit EOS: every
+  word-opening piece gets ``-inf``, so no hypothesis exceeds ``max_words`` words and none is
+  cut in the middle of a word (``max_len`` is then only a safety cap on pieces);
+* the length in the normalisation above is the number of *words* (+ 1 for the EOS), so two
+  candidates of the same word length are ranked by their total log-probability whatever
+  the number of pieces the tokenizer split their words into (an emotion adverb of three
+  pieces does not count as three tokens of "length"). This is what makes the comparison of
+  captions of equal word length fair; it changes the ranking only where the piece counts of
+  the candidates differ.
 """
 from __future__ import annotations
 
@@ -44,6 +59,21 @@ def map_state(state: State, fn: Callable[[torch.Tensor], torch.Tensor]) -> State
     return state
 
 
+def select_rows(state: State, index: torch.Tensor) -> State:
+    """Rows ``index`` of every tensor of a nested state; a Hugging Face ``Cache`` object (the
+    LLMs' key/value cache) is reordered in place with its own ``reorder_cache``."""
+    if hasattr(state, "reorder_cache") and not isinstance(state, torch.Tensor):
+        state.reorder_cache(index)
+        return state
+    if isinstance(state, tuple):
+        return tuple(select_rows(s, index) for s in state)
+    if isinstance(state, list):
+        return [select_rows(s, index) for s in state]
+    if isinstance(state, dict):
+        return {k: select_rows(v, index) for k, v in state.items()}
+    return state.index_select(0, index) if isinstance(state, torch.Tensor) else state
+
+
 def _first_tensor(state: State) -> torch.Tensor | None:
     if isinstance(state, torch.Tensor):
         return state
@@ -64,6 +94,8 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     length_penalty: float = 1.0,
+    word_start: torch.Tensor | None = None,
+    max_words: int | None = None,
 ) -> list[list[int]]:
     """Best hypothesis per sample, as token ids without BOS / EOS (see module docstring).
 
@@ -83,6 +115,10 @@ def beam_search(
         max_len: maximum number of generated tokens, EOS excluded.
         bos_id / eos_id: start token fed first / token that closes a hypothesis.
         length_penalty: exponent of the length normalisation.
+        word_start: ``(V,)`` bool, the tokens that open a new word; with it the length of the
+            normalisation counts words (+ EOS) instead of tokens (see module docstring).
+        max_words: with ``word_start``: a beam holding this many words may only continue its
+            last word or end.
     """
     B, K = batch_size, num_beams
     if K < 1 or max_len < 0:
@@ -98,6 +134,10 @@ def beam_search(
     rank = torch.arange(K, device=device)
     base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    by_words = word_start is not None
+    if by_words:
+        word_start = word_start.to(device=device, dtype=torch.bool)  # (V,)
+    nwords = torch.zeros(B * K, dtype=torch.long, device=device)  # (N,) words in each beam so far
 
     def put_aside(b: int, raw: float, seq: list[int], length: int) -> None:
         finished[b].append((raw / max(length, 1) ** length_penalty, seq))
@@ -112,6 +152,10 @@ def beam_search(
         A = len(sample_of)
         log_probs, state = step_fn(tokens, state)
         V = log_probs.size(-1)
+        if by_words and max_words is not None:
+            full = nwords >= max_words  # (N,) these beams may not open another word
+            if bool(full.any()):
+                log_probs = log_probs.masked_fill(full.unsqueeze(1) & word_start.unsqueeze(0), float("-inf"))
         cand = scores.unsqueeze(-1) + log_probs.float().view(A, K, V)  # (A, K, V)
         top_s, top_i = cand.view(A, K * V).topk(min(K, K * V), dim=1)  # (A, K) best first
         if top_s.size(1) < K:  # vocabulary smaller than the beam
@@ -123,8 +167,9 @@ def beam_search(
         ends = usable & (tok == eos_id)
         if ends.any():
             for a, r in ends.nonzero().tolist():
-                seq = tokens[a * K + src_beam[a, r], 1:].tolist()
-                put_aside(sample_of[a], float(top_s[a, r]), seq, len(seq) + 1)
+                row = a * K + int(src_beam[a, r])
+                seq = tokens[row, 1:].tolist()
+                put_aside(sample_of[a], float(top_s[a, r]), seq, (int(nwords[row]) if by_words else len(seq)) + 1)
         live = live - ends.sum(dim=1)
         scores = torch.where(usable & ~ends, top_s, torch.full_like(top_s, float("-inf")))
         src_rows = (base[:A] + src_beam).view(-1)  # (A * K,)
@@ -134,15 +179,17 @@ def beam_search(
             src_rows = src_rows.view(A, K)[keep].view(-1)
             tok, scores, live = tok[keep], scores[keep], live[keep]
             sample_of = [sample_of[a] for a in keep.tolist()]
+        if by_words:  # the first piece opens a word whatever its form
+            nwords = nwords[src_rows] + (word_start[tok.reshape(-1)] | (nwords[src_rows] == 0)).long()
         tokens = torch.cat([tokens[src_rows], tok.reshape(-1, 1)], dim=1)  # (A' * K, t + 1)
-        state = map_state(state, lambda t: t.index_select(0, src_rows))
+        state = select_rows(state, src_rows)
 
     out: list[list[int]] = []
     for a, b in enumerate(sample_of):  # still searching after max_len
         for k in range(K):
             if live[a] > 0 and torch.isfinite(scores[a, k]):  # cut at max_len, no EOS
                 seq = tokens[a * K + k, 1:].tolist()
-                put_aside(b, float(scores[a, k]), seq, len(seq))
+                put_aside(b, float(scores[a, k]), seq, int(nwords[a * K + k]) if by_words else len(seq))
     for b in range(B):
         out.append(max(finished[b], key=lambda h: h[0])[1] if finished[b] else [])
     return out

@@ -20,7 +20,8 @@ _KEYS: dict[str, dict[str, str]] = {
                     "ffn_size": "ffn_size", "dropout": "dropout", "max_positions": "max_positions",
                     "max_words": "max_words"},
     "t5": {"lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-           "lora_target_modules": "target_modules", "dtype": "dtype", "max_target_tokens": "max_target_tokens"},
+           "lora_target_modules": "target_modules", "dtype": "dtype", "max_target_tokens": "max_target_tokens",
+           "max_pieces_per_word": "max_pieces_per_word"},
 }
 _KEYS["opt"] = _KEYS["t5"]
 
@@ -41,7 +42,8 @@ def create_decoder(
             lstm: hidden_size, num_layers, embed_size, attn_size, dropout, max_words;
             transformer: hidden_size, num_layers, num_heads, ffn_size, dropout, max_positions,
             max_words; t5 / opt: ``pretrained`` (hub name or local folder, required), lora_r,
-            lora_alpha, lora_dropout, lora_target_modules, dtype, max_target_tokens.
+            lora_alpha, lora_dropout, lora_target_modules (a list or "all-linear"), dtype,
+            max_target_tokens, max_pieces_per_word.
         vocab: required by the word decoders, ignored by the LLMs (they bring a tokenizer).
         lexicon_words: emotion words; the word decoders need each of them in ``vocab``
             (``Vocab.build`` merges them) so that they can be generated.

@@ -10,8 +10,19 @@ The loss is eq. 30 computed here from the logits (:func:`weighted_token_nll`), n
 models' internal unweighted loss. Sub-word tokenisers: every piece of a lexicon word gets the
 weight ``1 + δ`` (see :meth:`HFDecoder.encode_targets`).
 
-Checked with transformers 5.24 and peft 0.21 (``generate(inputs_embeds=...)`` works for both
-architectures; for a decoder-only model it returns only the new tokens).
+Captions are limited in *words*, as the references are (EPAN's Truncate(15) keeps 15 words),
+not in sub-word pieces: an emotion adverb is two or three pieces, so a 15-piece cap cut
+T5/OPT captions at about 11-13 words. :meth:`HFDecoder.generate` runs the project's beam
+search (:func:`.beam.beam_search`) over the LLM with its key/value cache, counting words
+with the tokenizer's word-opening pieces (``▁`` / ``Ġ``): a beam that holds ``max_len`` words
+may only finish its last word or end, up to ``max_len * max_pieces_per_word`` pieces, and
+hypotheses are length-normalised by their number of words, so candidates of equal word
+length compete on their log-probability whatever their piece counts. The ids are then
+detokenised and cut the way the references are (:func:`~facenet_evc.data.emvidcap.normalize_caption`:
+ASCII, lower case, no punctuation, at most ``max_words`` words).
+
+Checked with transformers 5.24 and peft 0.21 (T5's ``EncoderDecoderCache`` and OPT's
+``DynamicCache`` are reordered between steps with their ``reorder_cache``).
 """
 from __future__ import annotations
 
@@ -22,7 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from facenet_evc.data.emvidcap import normalize_caption
+
 from .base import CaptionDecoder, pad_batch, weighted_token_nll
+from .beam import beam_search
+
+# the markers a tokenizer puts on a piece that opens a word: SentencePiece (T5) and byte-level BPE (OPT, GPT-2)
+WORD_MARKERS = ("\u2581", "\u0120", " ")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,7 +53,7 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def attach_lora(
-    model: nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str]
+    model: nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str] | str
 ) -> nn.Module:
     """Freeze ``model`` and wrap the ``target_modules`` linears with peft LoRA adapters.
 
@@ -49,8 +66,8 @@ def attach_lora(
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                        bias="none")
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     peft_model = get_peft_model(model, config)
     # peft already freezes the base; made explicit because the optimiser relies on it
     for name, p in peft_model.named_parameters():
@@ -67,11 +84,16 @@ class HFDecoder(CaptionDecoder):
     (same modules, LoRA layers inside), which is what we call.
     """
 
-    def __init__(self, peft_model: nn.Module, tokenizer, max_target_tokens: int) -> None:
+    def __init__(self, peft_model: nn.Module, tokenizer, max_target_tokens: int, max_words: int = 15,
+                 max_pieces_per_word: int = 4) -> None:
         super().__init__()
         self.model = peft_model
         self.tokenizer = tokenizer
         self.max_target_tokens = max_target_tokens
+        if max_words < 1 or max_pieces_per_word < 1:
+            raise ValueError(f"max_words and max_pieces_per_word must be >= 1, got {max_words}, {max_pieces_per_word}")
+        self.max_words = max_words
+        self.max_pieces_per_word = max_pieces_per_word
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer; offsets are needed for "
                             "the per-piece emotion weights")
@@ -82,6 +104,12 @@ class HFDecoder(CaptionDecoder):
             raise ValueError(f"tokenizer pad id {pad} is missing or equals the EOS id {self.eos_id}")
         self.pad_id = pad
         self._special_ids = set(tokenizer.all_special_ids)
+        n_vocab = self.lm.get_output_embeddings().weight.shape[0]  # T5-XL: 32128 rows > 32100 tokenizer ids
+        self.register_buffer("word_start", word_start_mask(tokenizer, n_vocab), persistent=False)  # (V,)
+        banned = torch.zeros(n_vocab, dtype=torch.bool)
+        banned[[i for i in self._special_ids if i != self.eos_id and i < n_vocab]] = True
+        banned[len(tokenizer):] = True  # padding rows of the embedding matrix: no token
+        self.register_buffer("banned", banned, persistent=False)  # (V,) never generated
 
     @property
     def lm(self) -> nn.Module:
@@ -131,7 +159,20 @@ class HFDecoder(CaptionDecoder):
         return targets, weights
 
     def decode_tokens(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        """Detokenise, then cut as the references are cut: ASCII, lower case, no punctuation,
+        at most ``max_words`` words (:func:`~facenet_evc.data.emvidcap.normalize_caption`)."""
+        return normalize_caption(self.tokenizer.decode(ids, skip_special_tokens=True), self.max_words)
+
+    def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` float32 log-probabilities of the next piece; special pieces but EOS get -inf."""
+        return logits.float().log_softmax(-1).masked_fill(self.banned, float("-inf"))
+
+    def _search(self, step, state: dict, batch_size: int, num_beams: int, max_len: int, start_id: int) -> list[list[int]]:
+        """Beam search by words (module docstring): ``max_len`` words, at most
+        ``max_len * max_pieces_per_word`` pieces."""
+        seqs = beam_search(step, state, batch_size, num_beams, max_len * self.max_pieces_per_word, start_id,
+                           self.eos_id, word_start=self.word_start, max_words=max_len)
+        return [self._clean(s) for s in seqs]
 
     def _clean(self, seq: list[int]) -> list[int]:
         """Generated ids up to the first EOS, special tokens removed."""
@@ -140,8 +181,28 @@ class HFDecoder(CaptionDecoder):
         return [i for i in seq if i not in self._special_ids]
 
 
+def word_start_mask(tokenizer, n_vocab: int) -> torch.Tensor:
+    """``(n_vocab,)`` bool: the pieces that open a new word.
+
+    A piece opens a word when its raw form starts with the tokenizer's word marker
+    (SentencePiece ``▁``, byte-level BPE ``Ġ``, or a literal space); special tokens and ids
+    beyond the tokenizer (the padded rows of T5's embedding) never do.
+    """
+    ids = list(range(len(tokenizer)))
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special = set(tokenizer.all_special_ids)
+    mask = torch.zeros(n_vocab, dtype=torch.bool)
+    for i, p in zip(ids, pieces):
+        if i < n_vocab and i not in special and p and p.startswith(WORD_MARKERS):
+            mask[i] = True
+    if not mask.any():
+        raise ValueError(f"{type(tokenizer).__name__}: no piece starts with a word marker {WORD_MARKERS}; "
+                         "cannot count words")
+    return mask
+
+
 def _load_with_lora(auto_cls: Any, name_or_path: str, dtype: str | torch.dtype | None, lora_r: int,
-                    lora_alpha: float, lora_dropout: float, target_modules: list[str],
+                    lora_alpha: float, lora_dropout: float, target_modules: list[str] | str,
                     random_init: bool = False) -> tuple[Any, Any, Any]:
     """``(lm, lm with a LoRA adapter, tokenizer)`` loaded with ``from_pretrained(name_or_path)``.
 
@@ -166,10 +227,13 @@ class T5Decoder(HFDecoder):
     LoRA perturbs each targeted linear via a trainable low-rank update: instead of
     :math:`x \\mapsto W_0x` the layer computes :math:`x \\mapsto W_0x + (\\alpha / r)BAx`, where
     :math:`r` is the rank of :math:`A` and :math:`B` and :math:`\\alpha` a scaling factor,
-    with dropout before the low-rank product. For T5 the targets are the query and value
-    projections ``q`` and ``v`` of every attention block (encoder self-, decoder self- and
-    cross-attention): the LoRA paper (Hu et al., Sec. 7.1) finds adapting W_q and W_v the
-    best use of a fixed parameter budget; the paper (Sec. 4.1) does not name the modules.
+    with dropout before the low-rank product. The paper (Sec. 4.1) does not name the adapted
+    modules. The default is peft's ``"all-linear"``: every linear of the encoder and decoder
+    blocks (attention ``q k v o`` of the encoder self-, decoder self- and cross-attention, and
+    the feed-forward ``wi_0 wi_1 wo``), not the LM head. On FLAN-T5 XL that is 35.4M LoRA
+    parameters at r = 16, the closest of the usual choices to Table 6's 63.9M trainable
+    parameters (``["q", "v"]``, the LoRA paper's Sec. 7.1 choice, gives 9.4M); QLoRA
+    (Dettmers et al., 2023) finds adapting all linears needed to match full fine-tuning.
 
     M̄ ``(B, Nq, d_model)`` is the encoder input (``inputs_embeds``, all positions attended);
     the decoder is teacher-forced on the caption pieces.
@@ -179,10 +243,15 @@ class T5Decoder(HFDecoder):
         lora_r (int): rank r of the low-rank update. Default 16 (Sec. 4.1).
         lora_alpha (float): scaling α. Default 32 (Sec. 4.1).
         lora_dropout (float): dropout on the adapter input. Default 0.05 (not in the paper).
-        target_modules (list[str]): module names to adapt. Default ``["q", "v"]``.
+        target_modules (list[str] | str): module names to adapt, or peft's ``"all-linear"``
+            (default).
         dtype: dtype the LLM weights are loaded in (``"bfloat16"`` halves memory); ``None``
             keeps the checkpoint's default.
-        max_target_tokens (int): cap on caption pieces (EOS excluded).
+        max_target_tokens (int): cap on training-target pieces (EOS excluded); 64 never cuts a
+            15-word caption.
+        max_words (int): words kept by :meth:`decode_tokens` (the references' 15).
+        max_pieces_per_word (int): the search stops after ``max_len * max_pieces_per_word``
+            pieces even without EOS (a safety cap; the word limit ends captions first).
         random_init (bool): random weights from the checkpoint's config (shape only, for
             efficiency measurements without the weights); default False.
     """
@@ -193,17 +262,19 @@ class T5Decoder(HFDecoder):
         lora_r: int = 16,
         lora_alpha: float = 32,
         lora_dropout: float = 0.05,
-        target_modules: list[str] | None = None,
+        target_modules: list[str] | str = "all-linear",
         dtype: str | torch.dtype | None = None,
-        max_target_tokens: int = 32,
+        max_target_tokens: int = 64,
         random_init: bool = False,
+        max_words: int = 15,
+        max_pieces_per_word: int = 4,
     ) -> None:
         from transformers import AutoModelForSeq2SeqLM
 
         lm, peft_model, tokenizer = _load_with_lora(AutoModelForSeq2SeqLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules or ["q", "v"],
+                                                    lora_dropout, target_modules,
                                                     random_init)
-        super().__init__(peft_model, tokenizer, max_target_tokens)
+        super().__init__(peft_model, tokenizer, max_target_tokens, max_words, max_pieces_per_word)
         self.d_model = lm.get_input_embeddings().embedding_dim
 
     def forward(
@@ -222,14 +293,24 @@ class T5Decoder(HFDecoder):
         return {"logits": logits, "loss": weighted_token_nll(logits, targets, target_weights, self.pad_id)}
 
     def generate(self, memory: torch.Tensor, num_beams: int = 5, max_len: int = 15) -> list[list[int]]:
-        """Hugging Face beam search; ``max_len`` = ``max_new_tokens`` (sub-word pieces, EOS included)."""
+        """Beam search by words (module docstring): captions of at most ``max_len`` words.
+
+        The encoder runs once; each step feeds the last piece to the decoder with the cache.
+        """
+        lm = self.lm
         with self._eval_mode():
-            mem = memory.to(self.embed_dtype)
-            attn = torch.ones(mem.shape[:2], dtype=torch.long, device=mem.device)
-            seqs = self.lm.generate(inputs_embeds=mem, attention_mask=attn, num_beams=num_beams,
-                                    max_new_tokens=max_len, do_sample=False, eos_token_id=self.eos_id,
-                                    pad_token_id=self.pad_id)  # (B, 1 + T), decoder start first
-        return [self._clean(s[1:]) for s in seqs.tolist()]
+            mem = memory.to(self.embed_dtype)  # (B, Nq, D)
+            attn = torch.ones(mem.shape[:2], dtype=torch.long, device=mem.device)  # (B, Nq)
+            enc = lm.get_encoder()(inputs_embeds=mem, attention_mask=attn).last_hidden_state  # (B, Nq, D)
+
+            def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+                out = lm(encoder_outputs=(state["enc"],), attention_mask=state["attn"],
+                         decoder_input_ids=prefix[:, -1:], cache=state["cache"], use_cache=True)
+                return self._log_probs(out.logits[:, -1]), {**state, "cache": out.cache}
+
+            start = lm.config.decoder_start_token_id
+            return self._search(step, {"enc": enc, "attn": attn, "cache": None}, mem.size(0), num_beams, max_len,
+                                self.pad_id if start is None else start)
 
 
 class OPTDecoder(HFDecoder):
@@ -238,8 +319,8 @@ class OPTDecoder(HFDecoder):
     LoRA perturbs each targeted linear via a trainable low-rank update: instead of
     :math:`x \\mapsto W_0x` the layer computes :math:`x \\mapsto W_0x + (\\alpha / r)BAx`, where
     :math:`r` is the rank of :math:`A` and :math:`B` and :math:`\\alpha` a scaling factor,
-    with dropout before the low-rank product. For OPT the targets are ``q_proj`` and
-    ``v_proj`` of every self-attention block.
+    with dropout before the low-rank product. The default targets are peft's ``"all-linear"``
+    (``q_proj k_proj v_proj out_proj fc1 fc2`` of every block, not the LM head), as for T5.
 
     The input is ``[M̄; E(BOS); E(y_1) … E(y_{L-1})]``; the logits at positions
     ``Nq … Nq+L-1`` score ``y_1 … y_L`` (EOS last). The prefix positions are never scored,
@@ -251,9 +332,14 @@ class OPTDecoder(HFDecoder):
         lora_r (int): rank r of the low-rank update. Default 16 (Sec. 4.1).
         lora_alpha (float): scaling α. Default 32 (Sec. 4.1).
         lora_dropout (float): dropout on the adapter input. Default 0.05 (not in the paper).
-        target_modules (list[str]): module names to adapt. Default ``["q_proj", "v_proj"]``.
+        target_modules (list[str] | str): module names to adapt, or peft's ``"all-linear"``
+            (default).
         dtype: dtype the LLM weights are loaded in; ``None`` keeps the checkpoint's default.
-        max_target_tokens (int): cap on caption pieces (EOS excluded).
+        max_target_tokens (int): cap on training-target pieces (EOS excluded); 64 never cuts a
+            15-word caption.
+        max_words (int): words kept by :meth:`decode_tokens` (the references' 15).
+        max_pieces_per_word (int): the search stops after ``max_len * max_pieces_per_word``
+            pieces even without EOS (a safety cap; the word limit ends captions first).
         random_init (bool): random weights from the checkpoint's config (shape only, for
             efficiency measurements without the weights); default False.
     """
@@ -264,17 +350,19 @@ class OPTDecoder(HFDecoder):
         lora_r: int = 16,
         lora_alpha: float = 32,
         lora_dropout: float = 0.05,
-        target_modules: list[str] | None = None,
+        target_modules: list[str] | str = "all-linear",
         dtype: str | torch.dtype | None = None,
-        max_target_tokens: int = 32,
+        max_target_tokens: int = 64,
         random_init: bool = False,
+        max_words: int = 15,
+        max_pieces_per_word: int = 4,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
         lm, peft_model, tokenizer = _load_with_lora(AutoModelForCausalLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules or ["q_proj", "v_proj"],
+                                                    lora_dropout, target_modules,
                                                     random_init)
-        super().__init__(peft_model, tokenizer, max_target_tokens)
+        super().__init__(peft_model, tokenizer, max_target_tokens, max_words, max_pieces_per_word)
         # OPT's tokenizer uses </s> as BOS too; a tokenizer without BOS starts from EOS likewise
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
         self.d_model = lm.get_input_embeddings().embedding_dim
@@ -303,11 +391,25 @@ class OPTDecoder(HFDecoder):
         return {"logits": logits, "loss": weighted_token_nll(logits, targets, target_weights, self.pad_id)}
 
     def generate(self, memory: torch.Tensor, num_beams: int = 5, max_len: int = 15) -> list[list[int]]:
-        """Hugging Face beam search from ``[M̄; E(BOS)]``; ``max_len`` = ``max_new_tokens``."""
+        """Beam search by words (module docstring) from ``[M̄; E(BOS)]``: at most ``max_len`` words.
+
+        The first step runs the whole prefix; later steps feed the last piece with the cache.
+        """
+        lm = self.lm
         with self._eval_mode():
-            prefix = self._prefix(memory)
-            attn = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
-            seqs = self.lm.generate(inputs_embeds=prefix, attention_mask=attn, num_beams=num_beams,
-                                    max_new_tokens=max_len, do_sample=False, eos_token_id=self.eos_id,
-                                    pad_token_id=self.pad_id, bos_token_id=self.bos_id)  # (B, T) new only
-        return [self._clean(s) for s in seqs.tolist()]
+            prefix = self._prefix(memory)  # (B, Nq + 1, D)
+
+            def step(tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+                n = tokens.size(0)
+                if state["cache"] is None:
+                    ones = torch.ones(state["prefix"].shape[:2], dtype=torch.long, device=tokens.device)
+                    out = lm(inputs_embeds=state["prefix"], attention_mask=ones, use_cache=True)
+                else:
+                    past = state["cache"].get_seq_length()
+                    ones = torch.ones(n, past + 1, dtype=torch.long, device=tokens.device)
+                    out = lm(input_ids=tokens[:, -1:], attention_mask=ones, cache=state["cache"],
+                             use_cache=True)
+                return self._log_probs(out.logits[:, -1]), {"prefix": None, "cache": out.cache}
+
+            return self._search(step, {"prefix": prefix, "cache": None}, prefix.size(0), num_beams, max_len,
+                                self.bos_id)
