@@ -82,11 +82,46 @@ class HFDecoder(CaptionDecoder):
 
     ``self.model`` is the ``peft.PeftModel``; ``self.lm`` the underlying Hugging Face model
     (same modules, LoRA layers inside), which is what we call.
+
+    Args:
+        name_or_path: hub name (``google/flan-t5-xl``) or local folder with model + tokenizer.
+        lora_r (int): rank r of the low-rank update. Default 16 (Sec. 4.1).
+        lora_alpha (float): scaling α. Default 32 (Sec. 4.1).
+        lora_dropout (float): dropout on the adapter input. Default 0.05 (not in the paper).
+        target_modules (list[str] | str): module names to adapt, or peft's ``"all-linear"``
+            (default).
+        dtype: dtype the LLM weights are loaded in (``"bfloat16"`` halves memory); ``None``
+            keeps the checkpoint's default.
+        max_target_tokens (int): cap on training-target pieces (EOS excluded); 64 never cuts a
+            15-word caption.
+        max_words (int): words kept by :meth:`decode_tokens` (the references' 15).
+        max_pieces_per_word (int): the search stops after ``max_len * max_pieces_per_word``
+            pieces even without EOS (a safety cap; the word limit ends captions first).
+        random_init (bool): random weights from the checkpoint's config (shape only, for
+            efficiency measurements without the weights); default False.
     """
 
-    def __init__(self, peft_model: nn.Module, tokenizer, max_target_tokens: int, max_words: int = 15,
-                 max_pieces_per_word: int = 4) -> None:
+    @staticmethod
+    def auto_model_class() -> type:
+        """The ``transformers`` Auto class that loads this decoder's LLM (subclasses)."""
+        raise TypeError("HFDecoder is built through T5Decoder or OPTDecoder")
+
+    def __init__(
+        self,
+        name_or_path: str,
+        lora_r: int = 16,
+        lora_alpha: float = 32,
+        lora_dropout: float = 0.05,
+        target_modules: list[str] | str = "all-linear",
+        dtype: str | torch.dtype | None = None,
+        max_target_tokens: int = 64,
+        random_init: bool = False,
+        max_words: int = 15,
+        max_pieces_per_word: int = 4,
+    ) -> None:
         super().__init__()
+        lm, peft_model, tokenizer = _load_with_lora(self.auto_model_class(), name_or_path, dtype, lora_r, lora_alpha,
+                                                    lora_dropout, target_modules, random_init)
         self.model = peft_model
         self.tokenizer = tokenizer
         self.max_target_tokens = max_target_tokens
@@ -110,6 +145,7 @@ class HFDecoder(CaptionDecoder):
         banned[[i for i in self._special_ids if i != self.eos_id and i < n_vocab]] = True
         banned[len(tokenizer):] = True  # padding rows of the embedding matrix: no token
         self.register_buffer("banned", banned, persistent=False)  # (V,) never generated
+        self.d_model = lm.get_input_embeddings().embedding_dim
 
     @property
     def lm(self) -> nn.Module:
@@ -238,44 +274,14 @@ class T5Decoder(HFDecoder):
     M̄ ``(B, Nq, d_model)`` is the encoder input (``inputs_embeds``, all positions attended);
     the decoder is teacher-forced on the caption pieces.
 
-    Args:
-        name_or_path: hub name (``google/flan-t5-xl``) or local folder with model + tokenizer.
-        lora_r (int): rank r of the low-rank update. Default 16 (Sec. 4.1).
-        lora_alpha (float): scaling α. Default 32 (Sec. 4.1).
-        lora_dropout (float): dropout on the adapter input. Default 0.05 (not in the paper).
-        target_modules (list[str] | str): module names to adapt, or peft's ``"all-linear"``
-            (default).
-        dtype: dtype the LLM weights are loaded in (``"bfloat16"`` halves memory); ``None``
-            keeps the checkpoint's default.
-        max_target_tokens (int): cap on training-target pieces (EOS excluded); 64 never cuts a
-            15-word caption.
-        max_words (int): words kept by :meth:`decode_tokens` (the references' 15).
-        max_pieces_per_word (int): the search stops after ``max_len * max_pieces_per_word``
-            pieces even without EOS (a safety cap; the word limit ends captions first).
-        random_init (bool): random weights from the checkpoint's config (shape only, for
-            efficiency measurements without the weights); default False.
+    Args: those of :class:`HFDecoder`.
     """
 
-    def __init__(
-        self,
-        name_or_path: str,
-        lora_r: int = 16,
-        lora_alpha: float = 32,
-        lora_dropout: float = 0.05,
-        target_modules: list[str] | str = "all-linear",
-        dtype: str | torch.dtype | None = None,
-        max_target_tokens: int = 64,
-        random_init: bool = False,
-        max_words: int = 15,
-        max_pieces_per_word: int = 4,
-    ) -> None:
+    @staticmethod
+    def auto_model_class() -> type:
         from transformers import AutoModelForSeq2SeqLM
 
-        lm, peft_model, tokenizer = _load_with_lora(AutoModelForSeq2SeqLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules,
-                                                    random_init)
-        super().__init__(peft_model, tokenizer, max_target_tokens, max_words, max_pieces_per_word)
-        self.d_model = lm.get_input_embeddings().embedding_dim
+        return AutoModelForSeq2SeqLM
 
     def forward(
         self,
@@ -327,45 +333,20 @@ class OPTDecoder(HFDecoder):
     which is what ``labels = -100`` on the prefix would do. ``d_model`` is the width of the
     input embeddings (``word_embed_proj_dim`` for OPT, before ``project_in``).
 
-    Args:
-        name_or_path: hub name (``facebook/opt-2.7b``) or local folder with model + tokenizer.
-        lora_r (int): rank r of the low-rank update. Default 16 (Sec. 4.1).
-        lora_alpha (float): scaling α. Default 32 (Sec. 4.1).
-        lora_dropout (float): dropout on the adapter input. Default 0.05 (not in the paper).
-        target_modules (list[str] | str): module names to adapt, or peft's ``"all-linear"``
-            (default).
-        dtype: dtype the LLM weights are loaded in; ``None`` keeps the checkpoint's default.
-        max_target_tokens (int): cap on training-target pieces (EOS excluded); 64 never cuts a
-            15-word caption.
-        max_words (int): words kept by :meth:`decode_tokens` (the references' 15).
-        max_pieces_per_word (int): the search stops after ``max_len * max_pieces_per_word``
-            pieces even without EOS (a safety cap; the word limit ends captions first).
-        random_init (bool): random weights from the checkpoint's config (shape only, for
-            efficiency measurements without the weights); default False.
+    Args: those of :class:`HFDecoder` (``name_or_path`` e.g. ``facebook/opt-2.7b``).
     """
 
-    def __init__(
-        self,
-        name_or_path: str,
-        lora_r: int = 16,
-        lora_alpha: float = 32,
-        lora_dropout: float = 0.05,
-        target_modules: list[str] | str = "all-linear",
-        dtype: str | torch.dtype | None = None,
-        max_target_tokens: int = 64,
-        random_init: bool = False,
-        max_words: int = 15,
-        max_pieces_per_word: int = 4,
-    ) -> None:
+    @staticmethod
+    def auto_model_class() -> type:
         from transformers import AutoModelForCausalLM
 
-        lm, peft_model, tokenizer = _load_with_lora(AutoModelForCausalLM, name_or_path, dtype, lora_r, lora_alpha,
-                                                    lora_dropout, target_modules,
-                                                    random_init)
-        super().__init__(peft_model, tokenizer, max_target_tokens, max_words, max_pieces_per_word)
+        return AutoModelForCausalLM
+
+    def __init__(self, name_or_path: str, **settings: Any) -> None:
+        super().__init__(name_or_path, **settings)
         # OPT's tokenizer uses </s> as BOS too; a tokenizer without BOS starts from EOS likewise
-        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
-        self.d_model = lm.get_input_embeddings().embedding_dim
+        bos = self.tokenizer.bos_token_id
+        self.bos_id = bos if bos is not None else self.eos_id
 
     def _prefix(self, memory: torch.Tensor) -> torch.Tensor:
         """``[M̄; E(BOS)]`` (B, Nq + 1, D) in the embedding dtype."""
