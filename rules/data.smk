@@ -19,8 +19,10 @@ rule make_demo:
         out=lambda w: dataset(w.ds)["data"]["demo"]["out"],
         n_videos=lambda w: dataset(w.ds)["data"]["demo"]["n_videos"],
         seed=lambda w: dataset(w.ds)["data"]["demo"]["seed"],
+        test_fraction=lambda w: dataset(w.ds)["data"]["demo"]["test_fraction"],
     shell:
-        "facenet-evc make-demo --out {params.out} --n-videos {params.n_videos} --seed {params.seed} > {log} 2>&1"
+        "facenet-evc make-demo --out {params.out} --n-videos {params.n_videos} --seed {params.seed}"
+        " --test-fraction {params.test_fraction} > {log} 2>&1"
 
 
 rule references:
