@@ -138,7 +138,7 @@ class FCUE(nn.Module):
                 nn.Dropout(cfg.dropout),
             )
             self.ln = nn.LayerNorm(cfg.d)
-            if cfg.refine_reading == "clip":
+            if cfg.refine_reading == "clip" and (cfg.self_refine or cfg.cross_refine):
                 if cfg.cross_refine and cfg.d_v != cfg.d_t:
                     raise ValueError(
                         f"refine_reading 'clip' compares frames with triplet parts in CLIP space: "
@@ -156,7 +156,7 @@ class FCUE(nn.Module):
         cfg = self.cfg
         B, K = triplets.shape[:2]
         alpha, theta = triplets.new_ones(B, K, 3), triplets.new_ones(B, K)
-        if cfg.refine_reading == "literal":
+        if cfg.refine_reading == "literal" or not (cfg.self_refine or cfg.cross_refine):
             if cfg.self_refine:
                 alpha = self_refinement_weights(triplets, cfg.entropy_temperature)
             if cfg.cross_refine:
