@@ -16,9 +16,9 @@ import math
 from typing import Any, Mapping, Sequence
 
 from facenet_evc.ablations import COLUMNS, HEADERS
+from facenet_evc.analysis.compare import HEADER_OF, diff_cell, read_comparison
 from facenet_evc.io import read_json, write_text
 
-HEADER_OF = dict(zip(COLUMNS, HEADERS))
 COMPARED = ("CIDEr", "Acc_sw", "Acc_c", "CFS", "BFS", "Bleu_4")
 
 
@@ -50,8 +50,6 @@ def seeds_markdown(summary: Mapping[str, Mapping[str, tuple]], comparisons: Mapp
     for name, stats in summary.items():
         lines.append(f"| {name} | {n_runs[name]} | " + " | ".join(_cell(stats[c]) for c in COLUMNS) + " |")
     if comparisons:
-        from facenet_evc.analysis.compare import diff_cell
-
         first = next(iter(comparisons.values()))
         a, b = first["a"]["name"], first["b"]["name"]
         level = int(round(100 * first["level"]))
@@ -105,8 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from facenet_evc.analysis.compare import read_comparison
-
     runs = {name: [read_json(p) for p in paths] for name, paths in parse_runs(args.runs).items()}
     comparisons = {}
     for item in args.comparisons:

@@ -66,7 +66,7 @@ def video_stats(
     from pycocoevalcap.rouge.rouge import Rouge
 
     from facenet_evc.evaluation.captions import caption_scores
-    from facenet_evc.evaluation.emotion import reference_categories
+    from facenet_evc.evaluation.emotion import caption_labels, reference_categories
 
     vids = sorted(predictions)
     hypos = {i: [predictions[v]] for i, v in enumerate(vids)}
@@ -87,12 +87,7 @@ def video_stats(
 
     emo = np.zeros((len(vids), 5))
     for i, v in enumerate(vids):
-        ref_cats = reference_categories(list(references[v]), lexicon)
-        right, wrong = set(), set()
-        for token in predictions[v].split():
-            label = lexicon.first_category(token)
-            if label is not None:
-                (right if label in ref_cats else wrong).add(label)
+        right, wrong = caption_labels(predictions[v], reference_categories(list(references[v]), lexicon), lexicon)
         emo[i] = (len(right), len(wrong), not (right or wrong), bool(right), bool(right and wrong))
     met = caption_scores(refs, hypos, meteor=True)["METEOR"] if meteor else None
     return VideoStats(vids, bleu, rouge, cider, emo, met)
