@@ -225,6 +225,21 @@ def test_beam_by_words_exhaustive_best_and_word_cap() -> None:
     assert beam_search(_table_step, table, 1, 1, 5, 0, 1) == [[2, 2, 2, 2, 2]]
 
 
+def _overfit(dec, memory, targets, weights, lr: float, steps: int, stop_below: float):
+    """Adam on the decoder's trainable parameters until the loss is below ``stop_below``: the losses and last output."""
+    opt = torch.optim.Adam(dec.trainable_parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        out = dec(memory, targets, weights)
+        losses.append(out["loss"].item())
+        if losses[-1] < stop_below:
+            break
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    return losses, out
+
+
 # ---------------------------------------------------------------- word decoders
 
 
@@ -240,18 +255,9 @@ def test_word_decoder_overfits_two_captions(kind: str) -> None:
     assert dec.d_model == 16
     memory = torch.randn(2, 4, 16)
     targets, weights = dec.encode_targets(CAPTIONS, LEXICON, delta=0.1)
-    opt = torch.optim.Adam(dec.trainable_parameters(), lr=3e-3)
-    first = None
-    for _ in range(200):
-        out = dec(memory, targets, weights)
-        first = first if first is not None else out["loss"].item()
-        if out["loss"].item() < 0.02:
-            break
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
+    losses, out = _overfit(dec, memory, targets, weights, lr=3e-3, steps=200, stop_below=0.02)
     assert out["logits"].shape == (2, targets.size(1), len(vocab))
-    assert out["loss"].item() < 0.02 < first
+    assert losses[-1] < 0.02 < losses[0]
     assert dec.training  # generate restores the training flag
     for beams in (1, 5):
         ids = dec.generate(memory, num_beams=beams, max_len=15)
@@ -379,14 +385,7 @@ def test_t5_overfits_and_generates_captions(tiny_t5: Path) -> None:
     dec = create_decoder("t5", 0, {"pretrained": str(tiny_t5)}, None)
     targets, weights = dec.encode_targets(CAPTIONS, LEXICON, delta=0.1)
     memory = torch.randn(2, 4, dec.d_model)
-    opt = torch.optim.Adam(dec.trainable_parameters(), lr=1e-2)
-    for _ in range(60):
-        loss = dec(memory, targets, weights)["loss"]
-        if loss.item() < 0.02:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _overfit(dec, memory, targets, weights, lr=1e-2, steps=60, stop_below=0.02)
     assert [dec.decode_tokens(s) for s in dec.generate(memory, num_beams=5, max_len=15)] == CAPTIONS
 
 
@@ -448,14 +447,7 @@ def test_llm_captions_are_cut_at_words_not_pieces(kind: str, tiny_t5: Path, tiny
     n_pieces = (targets[0] != dec.pad_id).sum().item() - 1
     assert n_pieces > 15  # the old 15-piece cap would have cut this caption
     memory = torch.randn(2, 4, dec.d_model)
-    opt = torch.optim.Adam(dec.trainable_parameters(), lr=1e-2)
-    for _ in range(300):
-        loss = dec(memory, targets, weights)["loss"]
-        if loss.item() < 0.01:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _overfit(dec, memory, targets, weights, lr=1e-2, steps=300, stop_below=0.01)
     ids = dec.generate(memory, num_beams=3, max_len=15)
     raw = [dec.tokenizer.decode(s, skip_special_tokens=True).split() for s in ids]
     assert all(len(r) <= 15 for r in raw)
