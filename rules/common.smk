@@ -308,6 +308,12 @@ def pretrain_pool(w):
     return pre if pre and pre["pool_videos"] else None
 
 
+def pool_emotion_share_option(w):
+    """make-demo's --emotion-share for the pool ('' keeps the captioning data's shares)."""
+    share = pretrain_pool(w).get("pool_emotion_share")
+    return "" if share is None else f"--emotion-share {share}"
+
+
 def pretrain_inputs(w):
     """What the demo CLIP trains on: the separate pool when configured, else the trainval split."""
     ins = {"test_videos": videos_dir(w), "test": caption_files("test")(w)}

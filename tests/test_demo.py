@@ -134,6 +134,27 @@ def test_emotional_bias_videos_carry_more_emotion_words(demos: dict[str, Path], 
     assert any(n == 2 for n in words["emotional"])  # some captions carry two emotion words
 
 
+def test_emotion_share_sets_the_share_of_emotional_captions(tmp_path: Path, scenes: dict) -> None:
+    # The CLIP pretraining pool's captions rarely name an emotion, like web alt-text; the videos,
+    # facts and wording of the rest stay those of the default captions.
+    lexicon = read_lexicon(demo_lexicon_dir())
+    shares = {}
+    for share in (0.0, 0.3):
+        make_demo(tmp_path / str(share), n_videos=N_VIDEOS, seed=0, emotion_share=share)
+        pool = json.loads((tmp_path / str(share) / "scenes.json").read_text())
+        assert pool["emotion_share"] == share
+        caps = [c for v in pool["videos"].values() for c in v["captions"]]
+        shares[share] = np.mean([any(w in lexicon for w in c["text"].split()) for c in caps])
+        assert [v["cues"] for v in pool["videos"].values()] == [v["cues"] for v in scenes["videos"].values()]
+    assert shares[0.0] == 0.0
+    assert 0.1 < shares[0.3] < 0.5  # binomial share of ~80 captions
+    default = np.mean([any(w in lexicon for w in c["text"].split())
+                       for v in scenes["videos"].values() for c in v["captions"]])
+    assert default > 0.65 and scenes["emotion_share"] is None
+    with pytest.raises(ValueError, match="emotion_share"):
+        make_demo(tmp_path / "bad", n_videos=2, emotion_share=1.5)
+
+
 def test_package_lexicon_covers_the_caption_vocabulary() -> None:
     lexicon = read_lexicon(demo_lexicon_dir())
     assert 8 <= len(lexicon.categories) <= 12

@@ -312,6 +312,20 @@ def test_every_ablation_combination_runs(order):
             assert out["m"].shape == (B, (2 if has_e else 1) * N, D)
 
 
+def test_frame_positions_make_the_model_see_frame_order():
+    batch = make_batch()
+    reversed_batch = {**batch, "frames": batch["frames"].flip(1)}  # the same frames, played backwards
+    for use_retrieval in (True, False):
+        bag = make_model(make_cfg(frame_positions=False, use_retrieval=use_retrieval)).eval()
+        # The printed model reads a bag of frames: reversing the video changes nothing.
+        torch.testing.assert_close(bag.encode(reversed_batch)["memory"], bag.encode(batch)["memory"])
+        ordered = make_model(make_cfg(use_retrieval=use_retrieval)).eval()
+        assert ordered.frame_pos.shape == (N, D) and not ordered.frame_pos.any()  # starts as the bag
+        with torch.no_grad():
+            ordered.frame_pos.normal_()
+        assert not torch.allclose(ordered.encode(reversed_batch)["memory"], ordered.encode(batch)["memory"])
+
+
 def test_emotion_first_changes_the_computation():
     ff = make_model(make_cfg()).eval()
     ef = make_model(make_cfg(order="emotion_first")).eval()

@@ -560,10 +560,15 @@ def _caption(rng: np.random.Generator, scene: dict[str, Any], n_emo: int) -> tup
     return " ".join(tokens), list(words.values()), cats
 
 
-def _captions(rng: np.random.Generator, scene: dict[str, Any]) -> list[dict[str, Any]]:
+def _captions(rng: np.random.Generator, scene: dict[str, Any], emotion_share: float | None = None
+              ) -> list[dict[str, Any]]:
     k = int(rng.integers(5, 9))
     lo, hi = BIAS_SHARE[scene["bias"]]
     n_emotional = int(round(rng.uniform(lo, hi) * k))
+    if emotion_share is not None:
+        # Drawn after the bias share so the rest of the video's captions use the same random
+        # numbers as without the override.
+        n_emotional = int(rng.binomial(k, emotion_share))
     counts = np.zeros(k, dtype=int)
     emotional_idx = rng.permutation(k)[:n_emotional]
     counts[emotional_idx] = 1 + (rng.random(n_emotional) < BIAS_TWO_WORDS[scene["bias"]])
@@ -639,12 +644,16 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 
 def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_frames: int = 24, size: int = 64,
-              fps: int = 12, test_fraction: float = 0.2) -> dict[str, Any]:
+              fps: int = 12, test_fraction: float = 0.2, emotion_share: float | None = None) -> dict[str, Any]:
     """Write the synthetic demo dataset to ``out_dir`` (replacing a previous demo there).
 
     The dataset is built in a temporary folder beside ``out_dir`` and renamed into place
     at the end, so an interrupted run leaves no partial dataset. Returns a summary with
     counts and paths.
+
+    ``emotion_share`` (None: the bias classes' shares) makes each caption carry emotion
+    words with this probability instead. The demo's CLIP pretraining pool uses a low share,
+    like the web alt-text real CLIP learns from, which rarely names an emotion.
     """
     if n_videos < 1:
         raise ValueError(f"make_demo: n_videos must be >= 1, got {n_videos}")
@@ -656,6 +665,8 @@ def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_
         raise ValueError(f"make_demo: fps must be >= 1, got {fps}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"make_demo: test_fraction must be in [0, 1), got {test_fraction}")
+    if emotion_share is not None and not 0.0 <= emotion_share <= 1.0:
+        raise ValueError(f"make_demo: emotion_share must be in [0, 1], got {emotion_share}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
@@ -690,7 +701,7 @@ def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_
             track = _trajectory(vrng, action, shape, cues, n_frames, size)  # (n_frames, 4)
             frames = _render(vrng, scene, track, size)  # (n_frames, size, size, 3)
             _encode(tmp / "videos" / f"{vid}.mp4", frames, fps)
-            scene["captions"] = _captions(vrng, scene)
+            scene["captions"] = _captions(vrng, scene, emotion_share)
             scene["track"] = track.round(2).tolist()  # per frame: cx, cy, radius (px), angle (deg)
             videos[vid] = scene
 
@@ -704,6 +715,7 @@ def make_demo(out_dir: str | os.PathLike, n_videos: int = 300, seed: int = 0, n_
             write_text(tmp / "captions" / fname, "\r\n".join(rows) + "\r\n")
         meta = {"generator": GENERATOR, "format_version": FORMAT_VERSION, "seed": seed, "n_videos": n_videos,
                 "n_frames": n_frames, "size": size, "fps": fps, "test_fraction": test_fraction,
+                "emotion_share": emotion_share,
                 "emotions": EMOTIONS, "actions": ACTIONS, "shapes": SHAPES, "bias_classes": BIAS_CLASSES,
                 "colours": {k: [int(round(c * 255)) for c in v] for k, v in COLOURS.items()},
                 "videos": _round(videos)}
@@ -740,12 +752,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="share of videos in the test split (default: 0.2; 0 for a pretraining pool)")
+    parser.add_argument("--emotion-share", type=float, default=None, metavar="P",
+                        help="each caption carries emotion words with probability P (default: the per-video "
+                        "bias classes' shares, 45-100%%)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``make-demo`` from parsed arguments; print a short summary; return the exit code."""
     try:
-        s = make_demo(args.out, n_videos=args.n_videos, seed=args.seed, test_fraction=args.test_fraction)
+        s = make_demo(args.out, n_videos=args.n_videos, seed=args.seed, test_fraction=args.test_fraction,
+                      emotion_share=args.emotion_share)
     except (FileExistsError, ValueError) as e:
         print(f"make-demo: error: {e}", file=sys.stderr)
         return 1
