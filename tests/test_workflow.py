@@ -137,6 +137,27 @@ def test_retrieval_change_reruns_only_downstream(demo_run):
         assert f"rule {upstream}:" not in out, upstream
 
 
+def test_pretraining_pool_gets_its_emotion_share(workflow):
+    """clip.pretrain.pool_emotion_share reaches make-demo for the pool only (a dry run, nothing trained)."""
+    tmp, _, cfg = workflow
+    commands = {}
+    for share in (None, 0.4):
+        pooled = yaml.safe_load(cfg.read_text())
+        pooled["name"] = "demo_pool"
+        pooled["clip"]["pretrain"].update(pool_videos=12, pool_emotion_share=share)
+        cfg_p = tmp / f"demo_pool_{share}.yaml"
+        cfg_p.write_text(yaml.safe_dump(pooled).replace("demo_small", "demo_pool"))
+        extra_p = tmp / f"extra_pool_{share}.yaml"
+        extra_p.write_text(yaml.safe_dump({"datasets": {"demo_pool": str(cfg_p)}, "results_root": str(tmp / "pool")}))
+        r = snakemake("-n", "-p", "--configfile", str(extra_p), "--", str(tmp / "pool" / "demo_pool" / "clip" / "clip.pt"))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        commands[share] = [line for line in r.stdout.splitlines() if "facenet-evc make-demo" in line]
+    assert len(commands[0.4]) == 2 and len(commands[None]) == 2  # the captioning data and the pool
+    pool = [c for c in commands[0.4] if "/clip/pool" in c]
+    assert len(pool) == 1 and "--emotion-share 0.4" in pool[0]
+    assert not any("--emotion-share" in c for c in commands[None] + [c for c in commands[0.4] if c not in pool])
+
+
 def test_ablation_variants_rerun_only_what_they_change(demo_run):
     """A model overlay re-trains only; a K overlay also re-retrieves; cached stages are shared."""
     tmp, extra, _ = demo_run
