@@ -10,7 +10,7 @@ import pytest
 from facenet_evc import layout
 from facenet_evc.config import load_schema
 from facenet_evc.models.config import DECODER_KINDS, LLM_DECODERS, ORDERS, WORD_DECODERS, FaceNetConfig
-from facenet_evc.training.config import LR_SCHEDULES, TrainConfig
+from facenet_evc.training.config import LR_SCHEDULES, SELECTIONS, TrainConfig
 
 SCHEMA = load_schema("dataset")["properties"]
 # FaceNetConfig fields the dataset config does not set: widths read from the artifacts, and N and K,
@@ -42,6 +42,7 @@ def test_one_list_of_decoder_kinds():
     assert tuple(model["decoder"]["enum"]) == DECODER_KINDS
     assert tuple(model["order"]["enum"]) == ORDERS
     assert tuple(SCHEMA["train"]["properties"]["lr_schedule"]["enum"]) == LR_SCHEDULES
+    assert tuple(SCHEMA["train"]["properties"]["select"]["enum"]) == SELECTIONS
 
 
 def test_layout_fills_fields_and_keeps_wildcards():

@@ -382,6 +382,25 @@ def test_cli_hooks(reference, art, tmp_path):
     assert sorted(json.loads((tmp_path / "b.json").read_text())) == TEST
 
 
+def test_select_last_predicts_with_the_final_step(art, tmp_path):
+    """select: last keeps validating (logged, best/ written) but names last/ as the checkpoint that
+    predicts; the weights do not depend on it, so a finished run switched to it is not retrained."""
+    from facenet_evc import layout
+
+    run = tmp_path / "run"
+    first = train(**train_kwargs(art, run, max_steps=8, val_every=4, ckpt_every=4))
+    assert first["final_checkpoint"] == str(run / "best")
+    switched = train(**train_kwargs(art, run, max_steps=8, val_every=4, ckpt_every=4, select="last"))
+    assert switched["final_checkpoint"] == str(run / "last") and switched["best_step"] == first["best_step"]
+    assert len(read_log(run / "log.csv")) == 8  # resumed at the end: no step trained twice
+    assert (run / "best").is_dir()
+    assert layout.final_checkpoint({"select": "last"}) == layout.LAST_CHECKPOINT
+    assert layout.final_checkpoint({"select": "last", "refit": True}) == layout.REFIT_CHECKPOINT
+    assert layout.final_checkpoint({}) == layout.CHECKPOINT
+    with pytest.raises(ValueError, match="select"):
+        train(**train_kwargs(art, tmp_path / "bad", select="latest"))
+
+
 def test_refit_retrains_on_every_training_video_for_the_best_step(art, tmp_path):
     """refit: validation picks the step, then a run on all trainval videos (none held out) for
     that many steps; it is the run one would get by hand with val_fraction 0, weight for weight."""

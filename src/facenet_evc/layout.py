@@ -17,7 +17,9 @@ LEXICON_H5 = "emotion/lexicon.h5"
 TRAIN_DIR = "{run}train"
 TRAIN_SUMMARY = "{run}train/summary.json"
 CHECKPOINT = "{run}train/best"
-# train.refit: the model retrained on every training video for the best step count
+# train.select: last: the run's final step
+LAST_CHECKPOINT = "{run}train/last"
+# train.refit: the model retrained on every training video for the selected step count
 REFIT_CHECKPOINT = "{run}train/refit/last"
 PREDICTIONS = "{run}predictions.json"
 
@@ -33,9 +35,12 @@ def artifact_path(results_root: str, ds: str, relative: str, **fields: object) -
 
 
 def final_checkpoint(train: dict) -> str:
-    """The checkpoint a run's predictions use: ``best`` (picked on the held-out videos), or with
-    ``train.refit`` the retrained ``refit/last`` (:func:`facenet_evc.training.trainer.final_checkpoint`)."""
-    return REFIT_CHECKPOINT if train.get("refit") else CHECKPOINT
+    """The checkpoint a run's predictions use: ``best`` (picked on the held-out videos), ``last``
+    with ``train.select: last``, or with ``train.refit`` the retrained ``refit/last``
+    (:func:`facenet_evc.training.trainer.final_checkpoint`)."""
+    if train.get("refit"):
+        return REFIT_CHECKPOINT
+    return LAST_CHECKPOINT if train.get("select") == "last" else CHECKPOINT
 
 
 def model_inputs(results_root: str, ds: str, k: int | str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
+SELECTIONS = ("best", "last")  # train.select
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -38,6 +39,9 @@ class TrainConfig:
     # after validation picked the best step: retrain on every trainval video for that many steps
     # (into <out>/refit/; the workflow then predicts with refit/last instead of best/)
     refit: bool = False
+    # which checkpoint predicts: "best" (the validation CFS picks the step) or "last" (the run's
+    # final step; validation is still run and logged). README "Training protocol".
+    select: str = "best"
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = torch's default
     device: str = "auto"  # auto = cuda when available, else cpu
@@ -79,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"TrainConfig.select={self.select!r}: expected one of {SELECTIONS}")
         if not isinstance(self.refit, bool):
             raise ValueError(f"TrainConfig.refit must be true or false, got {self.refit!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):

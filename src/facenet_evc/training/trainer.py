@@ -292,20 +292,23 @@ def train(
 REFIT_DIR = "refit"
 
 
-def final_checkpoint(out_dir: str | os.PathLike, refit: bool) -> Path:
-    """The checkpoint a run's predictions use: ``best/`` (picked on the held-out videos), or with
-    ``refit`` the model retrained on every training video for the best step's count, ``refit/last/``."""
-    return Path(out_dir) / (f"{REFIT_DIR}/last" if refit else "best")
+def final_checkpoint(out_dir: str | os.PathLike, refit: bool, select: str = "best") -> Path:
+    """The checkpoint a run's predictions use: ``best/`` (picked on the held-out videos), ``last/``
+    with ``select == "last"``, or with ``refit`` the model retrained on every training video for
+    the selected step count, ``refit/last/``."""
+    if refit:
+        return Path(out_dir) / f"{REFIT_DIR}/last"
+    return Path(out_dir) / ("last" if select == "last" else "best")
 
 
 def _refit(cfg: FaceNetConfig, tcfg: TrainConfig, args: tuple, out: Path, device: torch.device,
            callback: Callable[[int, dict[str, Any]], None] | None, dctx: DistContext,
            fingerprint: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    """Retrain from scratch on every trainval video (``val_fraction = 0``) for ``best_step`` steps,
-    into ``out/refit/``: the validation run picked the number of steps, the refit uses the held-out
+    """Retrain from scratch on every trainval video (``val_fraction = 0``) for ``best_step`` steps
+    (``max_steps`` with ``select: last``), into ``out/refit/``: the first run picked the number of steps, the refit uses the held-out
     videos too. Same seed and settings otherwise; resumable like any run (its own ``run.json``
     records the step count, so a changed best step restarts it)."""
-    steps = summary["best_step"]
+    steps = summary["best_step"] if tcfg.select == "best" else tcfg.max_steps
     if steps is None or steps < 1:
         raise ValueError(f"{out}: refit needs a best step from validation (val_fraction > 0); got {steps}")
     rcfg = TrainConfig.from_dict({**tcfg.to_dict(), "val_fraction": 0.0, "refit": False, "max_steps": steps,
@@ -318,7 +321,8 @@ def _refit(cfg: FaceNetConfig, tcfg: TrainConfig, args: tuple, out: Path, device
     if dctx.is_main:
         check_run_dir(rout, rfp, restart_if_changed=True)  # derived from the main run: never stale
     dctx.barrier()
-    log.info("refit: retraining on every training video for %d steps (the best validation step) into %s", steps, rout)
+    log.info("refit: retraining on every training video for %d steps (the %s step) into %s", steps,
+             "best validation" if tcfg.select == "best" else "last", rout)
     with deterministic(device):
         rsum = _train(cfg, rcfg, *args, rout, device, callback, dctx, rfp)
     summary = {**summary, "refit": {"out_dir": str(rout), "steps": rsum["step"], "n_train_videos": rsum["n_train_videos"],
@@ -332,7 +336,8 @@ def _refit(cfg: FaceNetConfig, tcfg: TrainConfig, args: tuple, out: Path, device
 
 # Settings a resume may change: how a run is executed or shown, and how long it runs (a longer
 # max_steps continues the same run; the weights up to the checkpoint do not depend on it).
-_UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every", "refit"}
+_UNFINGERPRINTED = {"threads", "progress", "device", "eval_batch_size", "max_steps", "val_every", "ckpt_every", "refit",
+                    "select"}
 RUN_FILES = ("last", "best", "log.csv", "curves.png", "split.json", "summary.json", "run.json", TB_SUBDIR, REFIT_DIR)
 
 
@@ -590,7 +595,7 @@ def _train(
     if dctx.is_main and not (out / "curves.png").exists():
         plot_curves(out / "log.csv", out / "curves.png")
     summary = {**run_summary(out, state, data, vocab, model, device, dctx.world_size),
-               "final_checkpoint": str(final_checkpoint(out, False))}
+               "final_checkpoint": str(final_checkpoint(out, False, tcfg.select))}
     if dctx.is_main:
         write_json(out / "summary.json", summary)
     dctx.barrier()  # rank 0's files are complete when any rank returns
