@@ -69,8 +69,8 @@ def test_facenet_modules_add_up_and_qformer_matches_its_formula() -> None:
     d, d_out = cfg.d, model.decoder.d_model
     # eq. 28-29: queries, self- and cross-attention, phi_M
     assert got["modules"]["qformer"]["total"] == cfg.n_queries * d + 2 * _mha_params(d) + d * d_out + d_out
-    # other = v_proj (d_v -> d) + the emotion classifier (d -> C)
-    assert got["modules"]["other"]["total"] == cfg.d_v * d + d + d * 3 + 3
+    # other = v_proj (d_v -> d) + the frame positions (N x d) + the emotion classifier (d -> C)
+    assert got["modules"]["other"]["total"] == cfg.d_v * d + d + cfg.n_frames * d + d * 3 + 3
     assert sum(m["total"] for m in got["modules"].values()) == got["total"]
     assert got["trainable"] == got["total"] == sum(p.numel() for p in model.parameters())
     # E_0, the word -> category table and the decoder's mask of never-generated words

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from facenet_evc import layout
 from facenet_evc.config import load_schema
@@ -63,4 +64,7 @@ def test_export_finds_the_workflow_artifacts(tmp_path):
     assert str(sources.features) == inputs["features"] and str(sources.topk) == inputs["topk"]
     assert str(sources.triplets) == inputs["triplets"] and str(sources.lexicon) == inputs["lexicon_h5"]
     assert str(sources.repository) == layout.artifact_path(root, "demo", layout.REPOSITORY)
-    assert str(sources.checkpoint) == layout.artifact_path(root, "demo", layout.CHECKPOINT, run="")
+    train = yaml.safe_load(cfg.read_text())["train"]
+    assert train["select"] == "last"  # the demo predicts with its last step (config/demo.yaml)
+    assert str(sources.checkpoint) == layout.artifact_path(root, "demo", layout.final_checkpoint(train), run="")
+    assert str(sources.checkpoint).endswith("demo/train/last")
