@@ -20,7 +20,9 @@ rm -rf "${copy:?}/$ds"
 # Upstream artifacts (data, CLIP, features, retrieval, triplets, lexicon, baselines) as hard links;
 # the run's own outputs are left out so that they are rebuilt here.
 cp -al "$root/$ds" "$copy/$ds"
-(cd "$copy/$ds" && rm -rf train predictions.json metrics.json metrics.md compare_retrieval.* seeds ablations browse explain)
+# logs/ and benchmarks/ go too: a rule writing into a hard-linked log would overwrite the original's.
+(cd "$copy/$ds" && rm -rf train predictions.json metrics.json metrics.md compare_retrieval.* seeds ablations browse explain \
+    logs benchmarks)
 isa_upper=$(echo "$isa" | tr '[:lower:]' '[:upper:]')
 export ATEN_CPU_CAPABILITY="$isa" ONEDNN_MAX_CPU_ISA="$isa_upper" MKL_ENABLE_INSTRUCTIONS="$isa_upper"
 snakemake --cores 2 --config results_root="$copy" --rerun-triggers mtime -- "$copy/$ds/metrics.json" \
