@@ -22,7 +22,7 @@ rule clip_pool:
         out=f"{RESULTS}/{{ds}}/clip/pool",
         n_videos=lambda w: pretrain_pool(w)["pool_videos"],
         seed=lambda w: pretrain_pool(w)["pool_seed"],
-        share=lambda w: pool_emotion_share_option(w),
+        share=pool_emotion_share_option,
     shell:
         "facenet-evc make-demo --out {params.out} --n-videos {params.n_videos} --seed {params.seed}"
         " --test-fraction 0 {params.share} > {log} 2>&1"

@@ -34,13 +34,18 @@ def artifact_path(results_root: str, ds: str, relative: str, **fields: object) -
     return f"{results_root}/{ds}/" + relative.format_map(_KeepMissing({k: str(v) for k, v in fields.items()}))
 
 
-def final_checkpoint(train: dict) -> str:
-    """The checkpoint a run's predictions use: ``best`` (picked on the held-out videos), ``last``
-    with ``train.select: last``, or with ``train.refit`` the retrained ``refit/last``
-    (:func:`facenet_evc.training.trainer.final_checkpoint`)."""
+def checkpoint_name(train: dict) -> str:
+    """The folder inside a run's ``train/`` whose checkpoint predicts: ``best`` (picked on the
+    held-out videos), ``last`` with ``train.select: last``, or with ``train.refit`` the retrained
+    ``refit/last``. The one rule, used by the workflow and the trainer's summary alike."""
     if train.get("refit"):
-        return REFIT_CHECKPOINT
-    return LAST_CHECKPOINT if train.get("select") == "last" else CHECKPOINT
+        return "refit/last"
+    return "last" if train.get("select") == "last" else "best"
+
+
+def final_checkpoint(train: dict) -> str:
+    """:func:`checkpoint_name` under ``{run}train`` (one of the three ``*CHECKPOINT`` paths above)."""
+    return f"{TRAIN_DIR}/{checkpoint_name(train)}"
 
 
 def model_inputs(results_root: str, ds: str, k: int | str) -> dict[str, str]:

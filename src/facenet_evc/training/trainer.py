@@ -63,6 +63,7 @@ from facenet_evc.data.emvidcap import CaptionSource, captions_by_video, normaliz
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.data.sources import add_captions_args, caption_sources
 from facenet_evc.io import atomic_path, file_sha256, read_json, write_json, write_text
+from facenet_evc.layout import checkpoint_name
 from facenet_evc.models.config import LLM_DECODERS, FaceNetConfig
 from facenet_evc.models.decoders import Vocab
 from facenet_evc.progress import progress_bar
@@ -293,12 +294,8 @@ REFIT_DIR = "refit"
 
 
 def final_checkpoint(out_dir: str | os.PathLike, refit: bool, select: str = "best") -> Path:
-    """The checkpoint a run's predictions use: ``best/`` (picked on the held-out videos), ``last/``
-    with ``select == "last"``, or with ``refit`` the model retrained on every training video for
-    the selected step count, ``refit/last/``."""
-    if refit:
-        return Path(out_dir) / f"{REFIT_DIR}/last"
-    return Path(out_dir) / ("last" if select == "last" else "best")
+    """The checkpoint a run's predictions use (:func:`facenet_evc.layout.checkpoint_name`)."""
+    return Path(out_dir) / checkpoint_name({"refit": refit, "select": select})
 
 
 def _refit(cfg: FaceNetConfig, tcfg: TrainConfig, args: tuple, out: Path, device: torch.device,
