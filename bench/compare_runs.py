@@ -101,6 +101,16 @@ def compare_files(a: Path, b: Path, pattern: str) -> str:
     return text + (f", {len(missing)} missing in the second run" if missing else "")
 
 
+def retrieval_overlap(a: Path, b: Path) -> str:
+    """Position-wise differences overstate a reordering: how often the same caption comes first,
+    and how much of each video's K retrieved captions the two runs share."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        ia, ib = fa["indices"][()], fb["indices"][()]  # (V, K)
+    top1 = int(np.sum(ia[:, 0] == ib[:, 0]))
+    shared = np.mean([len(set(x) & set(y)) / ia.shape[1] for x, y in zip(ia, ib)])
+    return f"same top-1 caption for {top1} of {len(ia)} videos; {100 * shared:.1f}% of the top-{ia.shape[1]} shared"
+
+
 def first_log_difference(a: Path, b: Path) -> str:
     def rows(p: Path) -> list[dict[str, str]]:
         with open(p / "train" / "log.csv", newline="") as f:
@@ -111,6 +121,15 @@ def first_log_difference(a: Path, b: Path) -> str:
     return f"{len(ra)} vs {len(rb)} logged rows; " + (
         "identical" if first is None and len(ra) == len(rb) else f"first differing row at step {first}"
     )
+
+
+def _metric_line(name: str, a: float | None, b: float | None) -> str:
+    # The official Acc_c is undefined (null in metrics.json) when no caption has an emotion word.
+    def fmt(x: float | None) -> str:
+        return "  n/a" if x is None else f"{100 * x:5.1f}"
+
+    diff = "" if a is None or b is None else f"  diff {100 * (b - a):+5.1f}"
+    return f"  {name:8s} {fmt(a)}  {fmt(b)}{diff}"
 
 
 def main(a: Path, b: Path) -> None:
@@ -133,6 +152,8 @@ def main(a: Path, b: Path) -> None:
         ("emotion lexicon", "emotion/lexicon.h5"),
     ):
         sections.append((title, compare_h5(a / rel, b / rel)))
+    topk = next(iter(sorted((a / "retrieval").glob("topk_k*.h5"))))
+    sections[-3][1].append(f"  {retrieval_overlap(topk, b / 'retrieval' / topk.name)}")
     train = [f"  log.csv: {first_log_difference(a, b)}"]
     for ck in ("best", "last"):
         st = a / "train" / ck / "model.safetensors"
@@ -142,9 +163,7 @@ def main(a: Path, b: Path) -> None:
     pa, pb = (json.loads((p / "predictions.json").read_text()) for p in (a, b))
     sections.append(("predictions", [f"  {sum(pa[v] != pb.get(v) for v in pa)} of {len(pa)} test captions differ"]))
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
-    sections.append(("metrics (x100)", [
-        f"  {m:8s} {100 * ma[m]:5.1f}  {100 * mb[m]:5.1f}  diff {100 * (mb[m] - ma[m]):+5.1f}" for m in METRICS if m in ma
-    ]))
+    sections.append(("metrics (x100)", [_metric_line(m, ma.get(m), mb.get(m)) for m in METRICS if m in ma]))
     for title, lines in sections:
         print(f"{title}:")
         print("\n".join(lines))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,31 @@ def test_inspect_prints_an_artifact(demo_run, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "indices" in out and "repository/" in out
+
+
+def test_compare_runs_names_the_stages_that_differ(demo_run, tmp_path):
+    """bench/compare_runs.py (the report of bench/cpu_isa_repro.sh): a run against itself is
+    identical at every stage; a copy with one frame value and one caption changed differs there."""
+    tmp, _, _ = demo_run
+    base = tmp / "results" / "demo_small"
+    script = [sys.executable, str(PROJECT / "bench" / "compare_runs.py")]
+    same = subprocess.run([*script, str(base), str(base)], capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0, same.stderr
+    assert "max |diff|" not in same.stdout and "differ (" not in same.stdout
+    assert "0 of 8 test captions differ" in same.stdout
+    assert "tensors identical" in same.stdout and "log.csv: " in same.stdout and "identical" in same.stdout
+
+    copy = tmp_path / "demo_small"
+    shutil.copytree(base, copy)
+    with h5py.File(copy / "features" / "clip_frames.h5", "r+") as f:
+        f["frames"][0, 0, 0] += 0.5
+    preds = json.loads((copy / "predictions.json").read_text())
+    first = sorted(preds)[0]
+    preds[first] = preds[first] + " again"
+    (copy / "predictions.json").write_text(json.dumps(preds))
+    diff = subprocess.run([*script, str(base), str(copy)], capture_output=True, text=True, timeout=300)
+    assert diff.returncode == 0, diff.stderr
+    frames = next(line for line in diff.stdout.splitlines() if line.strip().startswith("frames "))
+    assert "max |diff| 0.5" in frames
+    assert "1 of 8 test captions differ" in diff.stdout
+    assert "mean (" in diff.stdout and "video_embed" in diff.stdout
