@@ -423,3 +423,32 @@ def test_refit_retrains_on_every_training_video_for_the_best_step(art, tmp_path)
     preds = predict(refit / "last", art["features"], art["topk"], art["triplets"], TEST, tmp_path / "p.json",
                     num_beams=2, max_len=15, batch_size=4, device="cpu", progress=False)
     assert sorted(preds) == TEST
+
+
+def test_resumed_event_file_is_read_after_the_one_it_purges(tmp_path):
+    """A resume within the second of the kill: the killed run's event file carries the current
+    second and a pid that sorts after this process's, so TensorBoard (name order) would read the
+    resumed file first unless the resumed writer waits for the next second."""
+    import socket
+    import time as _time
+
+    from facenet_evc.training.tensorboard_log import TensorBoardLog
+
+    killed = TensorBoardLog(tmp_path, purge_step=1)  # as the trainer starts every run: a START event at step 1
+    for step in range(1, 15):
+        killed.writer.add_scalar("loss/total", float(step), step)
+    killed.close()
+    (written,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    now = int(_time.time())
+    crafted = f"events.out.tfevents.{now:010d}.{socket.gethostname()}.99999999.0"
+    written.rename(written.with_name(crafted))
+
+    resumed = TensorBoardLog(tmp_path, purge_step=11)
+    for step in range(11, 21):
+        resumed.writer.add_scalar("loss/total", 100.0 + step, step)
+    resumed.close()
+    names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert names[0] == crafted
+    values = read_scalars(tmp_path / "tensorboard")["loss/total"]
+    assert [s for s, _ in values] == list(range(1, 21))
+    assert [v for s, v in values if s >= 11] == [100.0 + s for s in range(11, 21)]

@@ -18,11 +18,18 @@
   ablation turns off has no tag.
 
 A resumed run passes ``purge_step`` = the checkpoint's step + 1: TensorBoard then drops the
-events a killed run wrote after its last checkpoint, as ``log.csv`` is cut back.
+events a killed run wrote after its last checkpoint, as ``log.csv`` is cut back. That works only
+if TensorBoard reads the resumed run's file after the killed run's. It reads a folder's event
+files in name order, and a name starts with the second the file was created
+(``events.out.tfevents.<%010d seconds>.<host>.<pid>...``), so two files of the same second are
+ordered by pid. A resume within a second of the kill could then be read first, and the purge
+would drop the resumed events instead (seen once in CI). A resumed writer therefore waits, at
+most a second, until the clock is past the newest file's second.
 """
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,8 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(out_dir) / SUBDIR
+        if purge_step is not None:
+            wait_past_newest_event_file(self.dir)
         self.writer = SummaryWriter(str(self.dir), purge_step=purge_step, flush_secs=flush_secs)
 
     def step(self, step: int, row: Mapping[str, Any], explain: Mapping[str, Tensor | None] | None,
@@ -87,6 +96,20 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _created_second(path: Path) -> int | None:
+    parts = path.name.split(".")  # events, out, tfevents, <seconds>, <host>...
+    return int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
+
+
+def wait_past_newest_event_file(log_dir: str | Path, poll_seconds: float = 0.02) -> None:
+    """Sleep until ``int(time.time())`` is past the creation second of every event file in
+    ``log_dir``, so that a file created now sorts after them all (module docstring)."""
+    seconds = [s for p in Path(log_dir).glob("events.out.tfevents.*") if (s := _created_second(p)) is not None]
+    newest = max(seconds, default=None)
+    while newest is not None and int(time.time()) <= newest:
+        time.sleep(poll_seconds)
 
 
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
