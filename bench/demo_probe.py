@@ -9,6 +9,11 @@ prints its accuracy on the test videos. With ``--retrieval`` (default: the run's
 ``baselines/retrieval/metrics.json``) it prints the retrieval baseline's Acc_sw beside the
 emotion probe: a captioner that writes an emotion word as good as the probe's, in every
 caption, is the ceiling a demo FACE-net can reach over copying a neighbour's caption.
+
+With ``--model CHECKPOINT_DIR`` (e.g. ``results/demo/train/last``) it also probes what a trained
+FACE-net keeps: its encoder's memory (the Q-Former output that the decoder reads, flattened)
+next to the frame features. An attribute the frames carry but the memory does not is lost
+before the decoder and cannot be put into words.
 """
 from __future__ import annotations
 
@@ -53,10 +58,29 @@ def linear_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
         return float((lin(xe).argmax(1).numpy() == y_te).mean())
 
 
+def encoder_memory(run: Path, checkpoint: Path, ids: list[str]) -> np.ndarray:
+    """(n, N_q * d_model): FACE-net's memory for each video, in ``ids`` order (eval mode, no grad)."""
+    from facenet_evc.training.data import iter_video_batches, load_artifacts
+    from facenet_evc.training.factory import load_model
+
+    model, _ = load_model(checkpoint)
+    model.eval()
+    art = load_artifacts(run / "features" / "clip_frames.h5", next(iter(sorted((run / "retrieval").glob("topk_k*.h5")))),
+                         run / "triplets" / "triplets.h5", run / "emotion" / "lexicon.h5")
+    out = []
+    with torch.no_grad():
+        for chunk in iter_video_batches(ids, 64):
+            memory = model.encode(art.video_inputs(chunk))["memory"]  # (B, N_q, d_model)
+            out.append(memory.reshape(len(chunk), -1).double().numpy())
+    return np.concatenate(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a demo results folder, e.g. results/demo")
     ap.add_argument("--retrieval", help="retrieval baseline metrics.json (default: <run>/baselines/retrieval/metrics.json)")
+    ap.add_argument("--model", help="a FACE-net checkpoint folder of this run (e.g. results/demo/train/last): "
+                    "also probe its encoder memory")
     args = ap.parse_args(argv)
     root = Path(args.run)
     scenes = json.loads((root / "data" / "scenes.json").read_text())["videos"]
@@ -66,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     split = np.array([scenes[v]["split"] for v in ids])
     tr, te = split == "train", split == "test"
     print(f"{root}: {tr.sum()} trainval / {te.sum()} test videos, probe features {x.shape[1]}-d")
+    memory = encoder_memory(root, Path(args.model), list(ids)) if args.model else None
     results = {}
     for attr in ("emotion", "action", "shape", "colour"):
         labels = sorted({scenes[v][attr] for v in ids})
@@ -73,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         acc = linear_probe(x[tr], y[tr], x[te], y[te], len(labels))
         chance = np.bincount(y[te]).max() / te.sum()
         results[attr] = acc
-        print(f"  {attr:8s} {len(labels):2d} classes: test accuracy {100 * acc:5.1f}%  (majority {100 * chance:.1f}%)")
+        line = f"  {attr:8s} {len(labels):2d} classes: test accuracy {100 * acc:5.1f}%  (majority {100 * chance:.1f}%)"
+        if memory is not None:
+            line += f"; FACE-net memory {100 * linear_probe(memory[tr], y[tr], memory[te], y[te], len(labels)):5.1f}%"
+        print(line)
     ret = Path(args.retrieval) if args.retrieval else root / "baselines" / "retrieval" / "metrics.json"
     if ret.is_file():
         acc_sw = json.loads(ret.read_text())["Acc_sw"]

@@ -210,3 +210,14 @@ def test_compare_runs_names_the_stages_that_differ(demo_run, tmp_path):
     assert "max |diff| 0.5" in frames
     assert "1 of 8 test captions differ" in diff.stdout
     assert "mean (" in diff.stdout and "video_embed" in diff.stdout
+
+
+def test_demo_probe_reads_the_trained_encoder(demo_run):
+    """bench/demo_probe.py --model: a probe per attribute on the frames and on FACE-net's memory."""
+    tmp, _, _ = demo_run
+    base = tmp / "results" / "demo_small"
+    r = subprocess.run([sys.executable, str(PROJECT / "bench" / "demo_probe.py"), str(base),
+                        "--model", str(base / "train" / "last")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "FACE-net memory" in line]
+    assert [line.split()[0] for line in lines] == ["emotion", "action", "shape", "colour"]
