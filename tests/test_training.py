@@ -452,3 +452,15 @@ def test_resumed_event_file_is_read_after_the_one_it_purges(tmp_path):
     values = read_scalars(tmp_path / "tensorboard")["loss/total"]
     assert [s for s, _ in values] == list(range(1, 21))
     assert [v for s, v in values if s >= 11] == [100.0 + s for s in range(11, 21)]
+
+
+def test_event_file_from_the_future_is_not_waited_for(tmp_path):
+    """A file stamped an hour ahead (another machine's clock) costs at most the bounded wait."""
+    import time as _time
+
+    from facenet_evc.training.tensorboard_log import wait_past_newest_event_file
+
+    (tmp_path / f"events.out.tfevents.{int(_time.time()) + 3600:010d}.host.1.0").write_bytes(b"")
+    t0 = _time.monotonic()
+    wait_past_newest_event_file(tmp_path)
+    assert _time.monotonic() - t0 < 3.0

@@ -105,10 +105,12 @@ def _created_second(path: Path) -> int | None:
 
 def wait_past_newest_event_file(log_dir: str | Path, poll_seconds: float = 0.02) -> None:
     """Sleep until ``int(time.time())`` is past the creation second of every event file in
-    ``log_dir``, so that a file created now sorts after them all (module docstring)."""
+    ``log_dir``, so that a file created now sorts after them all (module docstring). Never more
+    than about a second: a file stamped later than that (another machine's clock) is not waited for."""
     seconds = [s for p in Path(log_dir).glob("events.out.tfevents.*") if (s := _created_second(p)) is not None]
     newest = max(seconds, default=None)
-    while newest is not None and int(time.time()) <= newest:
+    deadline = time.time() + 1.5
+    while newest is not None and int(time.time()) <= newest and time.time() < deadline:
         time.sleep(poll_seconds)
 
 
