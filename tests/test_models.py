@@ -326,6 +326,22 @@ def test_frame_positions_make_the_model_see_frame_order():
         assert not torch.allclose(ordered.encode(reversed_batch)["memory"], ordered.encode(batch)["memory"])
 
 
+def test_motion_token_gives_the_q_former_the_frames_change():
+    batch = make_batch()
+    reversed_batch = {**batch, "frames": batch["frames"].flip(1)}  # played backwards: the change flips sign
+    for use_retrieval in (True, False):
+        # Even without frame positions, the motion token tells a video from its reverse.
+        model = make_model(make_cfg(frame_positions=False, motion_token=True, use_retrieval=use_retrieval)).eval()
+        assert not torch.allclose(model.encode(reversed_batch)["memory"], model.encode(batch)["memory"])
+        token = model.motion_token(batch["frames"])  # (B, 1, d)
+        assert token.shape == (B, 1, D)
+        torch.testing.assert_close(model.motion_token(reversed_batch["frames"]) - model.motion_proj.bias,
+                                   -(token - model.motion_proj.bias))
+        model(batch, batch["targets"])["loss"].backward()
+        assert model.motion_proj.weight.grad is not None and model.motion_proj.weight.grad.abs().sum() > 0
+    assert make_model(make_cfg()).motion_proj is None  # off by default: the tables' model
+
+
 def test_emotion_first_changes_the_computation():
     ff = make_model(make_cfg()).eval()
     ef = make_model(make_cfg(order="emotion_first")).eval()

@@ -8,7 +8,7 @@ how it counted; what is measured here:
 * **Parameters**: ``trainable`` is what the optimiser gets (:meth:`FaceNet.trainable_parameters`:
   every FACE-net parameter plus the decoder's trainable ones, the LoRA adapter only for a
   frozen LLM); ``total`` adds the frozen ones. Per module: FCUE, PVEA, DBAR, Q-Former,
-  decoder, and ``other`` (the frame projection ``v_proj``, the frame positions and the emotion classifier). The
+  decoder, and ``other`` (the frame projection ``v_proj``, the frame positions, the motion token's ``motion_proj`` and the emotion classifier). The
   buffers E_0 and the word -> category table are not parameters (counted apart).
 * **FLOPs per caption**: :class:`torch.utils.flop_counter.FlopCounterMode` over one call of
   :func:`~facenet_evc.training.decoding.generate_captions` on one video: the encoder
@@ -609,7 +609,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     lines.append(f"| **total** | {par['trainable']:,} | {par['total']:,} | {fl['per_caption']:,} |")
     lines += [
         "",
-        "`other`: the frame projection `v_proj`, the frame positions and the emotion classifier (parameters); FLOPs outside the "
+        "`other`: the frame projection `v_proj`, the frame positions, the motion projection and the emotion classifier (parameters); FLOPs outside the "
         "five modules (frame projection, classifier, the explanation's attention-per-category product).",
         "",
         "## Batch-size sweep",

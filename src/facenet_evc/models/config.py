@@ -9,7 +9,8 @@ packaged GloVe 50, the paper's GloVe 300) and are mapped to ``d`` at three place
   ``d_v == d``), added beyond the paper because every later equation adds or concatenates
   ``V`` with width-``d`` features (eq. 18, 20, 29); with ``frame_positions`` a learned
   embedding of each frame's index is added to it (see facenet.py: without it FACE-net
-  sees a bag of frames);
+  sees a bag of frames); with ``motion_token`` the Q-Former also reads one token of the
+  frames' change, its own ``d_v -> d`` projection;
 * triplets: the paper's own ``W_T`` (eq. 17), ``d_t -> d``;
 * the lexicon ``E_0``: the key/value projections of ``Attn_c`` (eq. 19) read width
   ``d_e`` and its output projection writes ``d``, so ``Ẽ_i`` is ``N x d`` rather than the
@@ -48,6 +49,7 @@ class FaceNetConfig:
     dropout: float = 0.1
     n_queries: int = 32
     frame_positions: bool = True  # beyond the paper: learned frame-index embedding on V (facenet.py)
+    motion_token: bool = False  # beyond the paper: a late-minus-early frame token for the Q-Former (facenet.py)
 
     # decoder: kind plus whatever create_decoder needs (checkpoint name, LoRA r/alpha, ...)
     decoder: str = "lstm"
