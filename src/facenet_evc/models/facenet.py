@@ -53,7 +53,7 @@ and so does this implementation, once, right after ``v_proj``: ``V <- V W_V + P`
 CR similarity of the clip reading still uses the raw CLIP mean v̂ (eq. 3), which positions
 would only distort. ``frame_positions: false`` gives the printed model.
 
-Frame motion (``motion_token``, beyond the paper; off by default until measured over seeds).
+Frame motion (``motion_token``, beyond the paper; off by default until measured on more CLIPs).
 Positions make the order visible, but the encoder still has to learn to subtract early frames
 from late ones through attention, which averages. On the demo it does not: a linear probe on
 the frame features (mean, late-minus-early, std) reads the action of 61-94% of the test
