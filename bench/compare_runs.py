@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from facenet_evc import layout
+
 METRICS = ("Acc_sw", "Acc_c", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "BFS", "CFS")
 
 
@@ -144,16 +146,18 @@ def main(a: Path, b: Path) -> None:
     ]
     clip = [f"  {p.name}: {compare_tensors(p, b / 'clip' / p.name)}" for p in sorted((a / "clip").glob("*.pt"))]
     sections.append(("CLIP weights", clip))
+    topk = next(iter(sorted((a / "retrieval").glob("topk_k*.h5")))).relative_to(a).as_posix()  # whatever K the run used
     for title, rel in (
-        ("frame features", "features/clip_frames.h5"),
-        ("caption repository", "retrieval/repository.h5"),
-        ("retrieval top-K", next(iter(sorted((a / "retrieval").glob("topk_k*.h5")))).relative_to(a).as_posix()),
-        ("triplets", "triplets/triplets.h5"),
-        ("emotion lexicon", "emotion/lexicon.h5"),
+        ("frame features", layout.FEATURES),
+        ("caption repository", layout.REPOSITORY),
+        ("retrieval top-K", topk),
+        ("triplets", layout.TRIPLETS),
+        ("emotion lexicon", layout.LEXICON_H5),
     ):
-        sections.append((title, compare_h5(a / rel, b / rel)))
-    topk = next(iter(sorted((a / "retrieval").glob("topk_k*.h5"))))
-    sections[-3][1].append(f"  {retrieval_overlap(topk, b / 'retrieval' / topk.name)}")
+        lines = compare_h5(a / rel, b / rel)
+        if rel == topk:
+            lines.append(f"  {retrieval_overlap(a / rel, b / rel)}")
+        sections.append((title, lines))
     train = [f"  log.csv: {first_log_difference(a, b)}"]
     for ck in ("best", "last"):
         st = a / "train" / ck / "model.safetensors"

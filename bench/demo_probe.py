@@ -60,13 +60,14 @@ def linear_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
 
 def encoder_memory(run: Path, checkpoint: Path, ids: list[str]) -> np.ndarray:
     """(n, N_q * d_model): FACE-net's memory for each video, in ``ids`` order (eval mode, no grad)."""
+    from facenet_evc.layout import model_inputs
     from facenet_evc.training.data import iter_video_batches, load_artifacts
     from facenet_evc.training.factory import load_model
 
     model, _ = load_model(checkpoint)
     model.eval()
-    art = load_artifacts(run / "features" / "clip_frames.h5", next(iter(sorted((run / "retrieval").glob("topk_k*.h5")))),
-                         run / "triplets" / "triplets.h5", run / "emotion" / "lexicon.h5")
+    inputs = model_inputs(str(run.parent), run.name, model.cfg.k)  # the run's own top-K file
+    art = load_artifacts(inputs["features"], inputs["topk"], inputs["triplets"], inputs["lexicon_h5"])
     out = []
     with torch.no_grad():
         for chunk in iter_video_batches(ids, 64):
