@@ -56,8 +56,10 @@ def test_selected_variants_default_skips_llms_and_checks_names(demo_cfg):
     names = A.selected_variants(grid, demo_cfg)
     assert names[0] == "full" and "t5" not in names and "opt" not in names
     assert {"base", "re", "re_fc", "re_fc_ea", "k1", "k5", "no_refine", "emotion_first", "lstm"} <= set(names)
-    # the demo already decodes with the Transformer: that variant is the full run, not re-trained
-    assert "transformer" not in names and A.same_as_full(grid, demo_cfg) == ["transformer"]
+    # the demo already decodes with the Transformer and reads the motion token: those variants
+    # are the full run, not re-trained
+    assert "transformer" not in names and "motion_token" not in names and "no_motion_token" in names
+    assert sorted(A.same_as_full(grid, demo_cfg)) == ["motion_token", "transformer"]
     picked = {**demo_cfg, "ablations": {"variants": ["k1", "t5"], "overlays": {}}}
     assert A.selected_variants(grid, picked) == ["full", "k1", "t5"]
     with pytest.raises(ValueError, match="unknown.*'k9'"):
