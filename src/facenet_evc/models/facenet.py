@@ -53,20 +53,21 @@ and so does this implementation, once, right after ``v_proj``: ``V <- V W_V + P`
 CR similarity of the clip reading still uses the raw CLIP mean v̂ (eq. 3), which positions
 would only distort. ``frame_positions: false`` gives the printed model.
 
-Frame motion (``motion_token``, beyond the paper; off by default until measured on more CLIPs).
-Positions make the order visible, but the encoder still has to learn to subtract early frames
-from late ones through attention, which averages. On the demo it does not: a linear probe on
-the frame features (mean, late-minus-early, std) reads the action of 61-94% of the test
-videos, the same probe on a trained FACE-net's memory 24-30% (``bench/demo_probe.py
---model``), while colour and mood pass through intact. The learned positions stay near zero
-(norm ~1 per frame against ~50 for ``V W_V``). With ``motion_token`` the Q-Former's input
-gets one more token, ``W_m (mean of the last third of the frames - mean of the first
-third)`` on the raw CLIP frames, so eq. 29 reads ``[M; V; m]``. Measured over training
-seeds 0-2: on the default demo (whose CLIP carries the action weakly, probe 61%) the captions
-named the right action for 22-29% of the test videos (18-21% without) and CIDEr stayed
-42.0-42.9; with a CLIP pretrained for 900 steps (seed 7, probe 94%) 63-68% and CIDEr
-61.4-65.7 (seed 0 without: 22.5%, 46.0), so FACE-net - retrieval on CIDEr went from
--8.3 [-13.0, -3.4] to +7.1 to +11.4, every interval above zero.
+Frame motion (``motion_token``, beyond the paper; off in the model's defaults and the real
+datasets' configs, which follow the paper; on in the demo). Positions make the order
+visible, but the encoder still has to learn to subtract early frames from late ones through
+attention, which averages. On the demo it did not: a linear probe on the frame features
+(mean, late-minus-early, std) read the action of 61-94% of the test videos, the same probe
+on a trained FACE-net's memory 24-30% (``bench/demo_probe.py --model``), while colour and
+mood passed through intact. The learned positions stay near zero (norm ~1 per frame against
+~50 for ``V W_V``). With ``motion_token`` the Q-Former's input gets one more token,
+``W_m (mean of the last third of the frames - mean of the first third)`` on the raw CLIP
+frames, so eq. 29 reads ``[M; V; m]``. Measured before it became the demo's default, with a
+CLIP pretrained for 900 steps (seed 7, probe 94%), over training seeds 0-2: the captions
+named the right action for 63-68% of the test videos and CIDEr was 61.4-65.7 (seed 0
+without the token: 22.5%, 46.0), so FACE-net - retrieval on CIDEr went from -8.3
+[-13.0, -3.4] to +7.1 to +11.4, every interval above zero. The demo's ablation table over
+3 seeds (README, variant ``no_motion_token``) measures it on the current demo.
 
 The emotion classifier (eq. 31) is one linear layer on ``Σ_i g_i E_i`` mean-pooled over
 frames ("a simple classification header for the weighted sum E of augmented emotion
