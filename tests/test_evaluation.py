@@ -170,3 +170,27 @@ def test_cli_bad_json_names_file_and_writes_nothing(tmp_path, lexicon_dir, capsy
     assert "P.json:1:" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == sorted(tmp_path.iterdir())
     assert {p.name for p in tmp_path.iterdir()} == {"P.json", "R.json"}
+
+
+@pytest.mark.slow  # starts four METEOR JVMs
+def test_shared_meteor_scores_each_call_like_its_own_process(java, monkeypatch):
+    import facenet_evc.evaluation.captions as captions
+
+    started = []
+
+    class CountedMeteor(captions.Meteor):
+        def __init__(self):
+            started.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(captions, "Meteor", CountedMeteor)
+    a = ({0: ["a dog runs across the field", "a brown dog is running"], 1: ["a man sadly plays the piano"]},
+         {0: ["a dog is running"], 1: ["a man plays piano happily"]})
+    b = ({0: ["the red ball falls down", "a ball drops"]}, {0: ["a red ball is falling down"]})
+    alone = [captions.caption_scores(*case)["METEOR"] for case in (a, b, a)]
+    assert len(started) == 3
+    with captions.shared_meteor():
+        shared = [captions.caption_scores(*case)["METEOR"] for case in (a, b, a)]
+    assert len(started) == 4  # one process for the three calls of the block
+    assert shared == alone and alone[0] != alone[1]
+    assert started[-1].meteor_p.poll() is not None  # the block's JVM is gone after it

@@ -38,6 +38,7 @@ import pandas as pd
 from facenet_evc.data.lexicon import Lexicon, read_lexicon
 from facenet_evc.evaluation import check_inputs, evaluate
 from facenet_evc.evaluation.bias import CLASSES, T1, T2, THRESHOLDS, UNITS, Reading, apply_rule2, msvd_emotional, rule1_classes
+from facenet_evc.evaluation.captions import shared_meteor
 from facenet_evc.io import read_json, write_json_and_markdown
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,12 @@ def bias_group_report(
         raise ValueError(f"{references}: {len(extra)} videos are not in {where} (e.g. {extra[:5]}): "
                          "references and captions must be the same split")
     runs: dict[str, Any] = {}
-    for name, path in predictions.items():
-        preds = read_json(path)
-        check_inputs(preds, refs, where=(str(path), str(references)))
-        log.info("scoring %s per bias group", path)
-        runs[name] = {"path": str(path), "groups": group_metrics(preds, refs, lexicon, groups, meteor)}
+    with shared_meteor():  # one JVM for every group of every file
+        for name, path in predictions.items():
+            preds = read_json(path)
+            check_inputs(preds, refs, where=(str(path), str(references)))
+            log.info("scoring %s per bias group", path)
+            runs[name] = {"path": str(path), "groups": group_metrics(preds, refs, lexicon, groups, meteor)}
     n = len(refs)
     members = {c: sorted(v for v in refs if groups[v] == c) for c in CLASSES}
     return {

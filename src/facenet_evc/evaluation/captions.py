@@ -9,7 +9,9 @@ call the PyPI package. METEOR needs Java on the PATH.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
+from typing import Iterator
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -19,6 +21,9 @@ from pycocoevalcap.rouge.rouge import Rouge
 from facenet_evc.errors import SetupError
 
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+
+# The METEOR scorer of the active `shared_meteor()` block, if any (started on first use).
+_shared: list[Meteor | None] = []
 
 
 def caption_scores(refs: dict[int, list[str]], hypos: dict[int, list[str]], meteor: bool = True) -> dict[str, float]:
@@ -39,18 +44,44 @@ def caption_scores(refs: dict[int, list[str]], hypos: dict[int, list[str]], mete
     return scores
 
 
+@contextlib.contextmanager
+def shared_meteor() -> Iterator[None]:
+    """Score every METEOR inside the block with one Java process instead of one per call.
+
+    A METEOR process spends seconds starting (the JVM, the paraphrase table) before it
+    scores anything; `bias-groups` scores 4 groups per prediction file. Scores do not change:
+    each ``EVAL`` request of pycocoevalcap's protocol aggregates only the segments sent with
+    it (``SCORE`` lines), so one process answers successive calls independently (tested).
+    """
+    _shared.append(None)
+    try:
+        yield
+    finally:
+        scorer = _shared.pop()
+        if scorer is not None:
+            _close(scorer)
+
+
 def _meteor(refs: dict[int, list[str]], hypos: dict[int, list[str]]) -> float:
     if shutil.which("java") is None:
         raise SetupError("METEOR needs Java: no 'java' on the PATH (install a JRE, e.g. apt-get install default-jre-headless)")
     for i, (h,) in hypos.items():
         if "\n" in h or any("\n" in r for r in refs[i]):
             raise ValueError(f"caption {i} contains a newline, which the METEOR subprocess protocol cannot carry")
+    if _shared:
+        if _shared[-1] is None:
+            _shared[-1] = Meteor()
+        return _shared[-1].compute_score(refs, hypos)[0]
     scorer = Meteor()
     try:
         score, _ = scorer.compute_score(refs, hypos)
     finally:
-        # Free the JVM now rather than at garbage collection.
-        scorer.meteor_p.stdin.close()
-        scorer.meteor_p.kill()
-        scorer.meteor_p.wait()
+        _close(scorer)
     return score
+
+
+def _close(scorer: Meteor) -> None:
+    """Free the JVM now rather than at garbage collection."""
+    scorer.meteor_p.stdin.close()
+    scorer.meteor_p.kill()
+    scorer.meteor_p.wait()
