@@ -14,6 +14,11 @@ With ``--model CHECKPOINT_DIR`` (e.g. ``results/demo/train/last``) it also probe
 FACE-net keeps: its encoder's memory (the Q-Former output that the decoder reads, flattened)
 next to the frame features. An attribute the frames carry but the memory does not is lost
 before the decoder and cannot be put into words.
+
+Last, for each caption file (default: the run's ``predictions.json`` and the retrieval
+baseline's; ``--predictions`` to name others, e.g. ``seeds/seed1/predictions.json``) it prints
+the share of test captions that name the video's action: the longest action phrase of the
+generator (``data/demo.py``) found in the caption must be one of the true action's.
 """
 from __future__ import annotations
 
@@ -76,12 +81,25 @@ def encoder_memory(run: Path, checkpoint: Path, ids: list[str]) -> np.ndarray:
     return np.concatenate(out)
 
 
+def named_action(caption: str) -> str | None:
+    """The action whose generator phrase is the longest one found in ``caption`` (None: no phrase)."""
+    from facenet_evc.data.demo import ACTION_PHRASES, ROLL_PHRASES
+
+    phrases = [(p, a) for a, forms in ACTION_PHRASES.items() for pair in forms for p in pair]
+    phrases += [(p, a) for a, pair in ROLL_PHRASES.items() for p in pair]
+    padded = f" {caption} "
+    hits = [(len(p), a) for p, a in phrases if f" {p} " in padded]
+    return max(hits)[1] if hits else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a demo results folder, e.g. results/demo")
     ap.add_argument("--retrieval", help="retrieval baseline metrics.json (default: <run>/baselines/retrieval/metrics.json)")
     ap.add_argument("--model", help="a FACE-net checkpoint folder of this run (e.g. results/demo/train/last): "
                     "also probe its encoder memory")
+    ap.add_argument("--predictions", nargs="+", help="caption files whose right-action share to print "
+                    "(default: <run>/predictions.json and <run>/baselines/retrieval/predictions.json)")
     args = ap.parse_args(argv)
     root = Path(args.run)
     scenes = json.loads((root / "data" / "scenes.json").read_text())["videos"]
@@ -107,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     if ret.is_file():
         acc_sw = json.loads(ret.read_text())["Acc_sw"]
         print(f"  retrieval baseline Acc_sw {100 * acc_sw:.1f} vs emotion probe {100 * results['emotion']:.1f}")
+    files = args.predictions or [root / "predictions.json", root / "baselines" / "retrieval" / "predictions.json"]
+    for f in map(Path, files):
+        if f.is_file():
+            preds = json.loads(f.read_text())
+            right = sum(named_action(c) == scenes[v]["action"] for v, c in preds.items())
+            print(f"  {f}: the caption names the video's action for {100 * right / len(preds):.1f}% of {len(preds)}")
     return 0
 
 

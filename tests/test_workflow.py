@@ -221,3 +221,17 @@ def test_demo_probe_reads_the_trained_encoder(demo_run):
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if "FACE-net memory" in line]
     assert [line.split()[0] for line in lines] == ["emotion", "action", "shape", "colour"]
+    # the right-action share of the run's captions and the retrieval baseline's, checked by hand
+    sys.path.insert(0, str(PROJECT / "bench"))
+    try:
+        from demo_probe import named_action
+    finally:
+        sys.path.remove(str(PROJECT / "bench"))
+    assert named_action("a red ball is rolling to the left happily") == "moves_left"
+    assert named_action("a red ball bounces up and down") == "bounces" and named_action("a red ball") is None
+    scenes = json.loads((base / "data" / "scenes.json").read_text())["videos"]
+    for f in (base / "predictions.json", base / "baselines" / "retrieval" / "predictions.json"):
+        preds = json.loads(f.read_text())
+        right = sum(named_action(c) == scenes[v]["action"] for v, c in preds.items())
+        assert f"{f}: the caption names the video's action for {100 * right / len(preds):.1f}% of {len(preds)}" \
+            in r.stdout
