@@ -20,6 +20,7 @@ rule train:
         f"{RESULTS}/{{ds}}/benchmarks/{{run}}train.tsv"
     wildcard_constraints:
         run=RUN,
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: lambda w: cfg(w)["train"]["threads"] or 2
@@ -52,6 +53,7 @@ rule predict:
         f"{RESULTS}/{{ds}}/benchmarks/{{run}}predict.tsv"
     wildcard_constraints:
         run=RUN,
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: 2

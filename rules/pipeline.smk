@@ -1,5 +1,7 @@
 # The cached stages (issue 02): CLIP (trained for the demo), frame features, the caption
 # repository and its index, triplets, lexicon embeddings. Each writes one HDF5 file.
+# Rules on the demo's critical path (CLIP -> features, repository, triplets, retrieval -> train ->
+# predict) have priority 10, so that the small jobs fill the gaps instead of delaying them.
 
 
 rule clip_pool:
@@ -39,6 +41,7 @@ rule clip_pretrain:
         f"{RESULTS}/{{ds}}/logs/clip_pretrain.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/clip_pretrain.tsv"
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -81,6 +84,7 @@ rule clip_features:
         f"{RESULTS}/{{ds}}/logs/clip_features.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/clip_features.tsv"
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: lambda w: 1 if feature_shards(w) > 1 else 2
@@ -135,6 +139,7 @@ rule repository:
         f"{RESULTS}/{{ds}}/logs/repository.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/repository.tsv"
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -162,6 +167,7 @@ rule retrieval:
         f"{RESULTS}/{{ds}}/benchmarks/retrieval_k{{k}}.tsv"
     wildcard_constraints:
         k="[0-9]+",
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -194,6 +200,7 @@ rule triplets:
         f"{RESULTS}/{{ds}}/logs/triplets.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/triplets.tsv"
+    priority: 10
     conda:
         "../envs/pipeline.yaml"
     threads: 1

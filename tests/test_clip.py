@@ -74,7 +74,7 @@ def _frames(n: int, size: int, seed: int = 0) -> np.ndarray:
 def test_load_clip_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, size, tok = load_clip(DEMO_MODEL, None)
-    assert size == 64 and tok.context_length == 32
+    assert size == 64 and tok.context_length == 24
     ckpt = tmp_path / "m.pt"
     torch.save(model.state_dict(), ckpt)
     assert isinstance(torch.load(ckpt, weights_only=True), dict)

