@@ -229,6 +229,27 @@ def test_pvea_shapes_and_attention_rows():
     torch.testing.assert_close(out.q_v.sum(-1), torch.ones(B, K, N))
 
 
+def test_pvea_lexicon_attention_equals_multihead_attention():
+    """attend_lexicon projects E_0 once; nn.MultiheadAttention on the lexicon expanded to the batch
+    is the reference, for the output, the weights and every gradient."""
+    torch.manual_seed(0)
+    pvea = PVEA(make_cfg()).eval()  # eval: no attention dropout
+    f = torch.randn(B * K, N, D, requires_grad=True)
+    lex = torch.randn(NW, D_E)
+    mha = pvea.attn_c
+    wanted = [f, mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight, mha.in_proj_bias, mha.out_proj.weight]
+    out, weights = pvea.attend_lexicon(f, lex)
+    big = lex.expand(B * K, NW, D_E)
+    ref, ref_weights = mha(f, big, big, need_weights=True, average_attn_weights=True)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(weights, ref_weights)
+    probe = torch.randn_like(out)
+    grads = torch.autograd.grad((out * probe).sum(), wanted)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), wanted)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
 def test_dbar_gates_router_and_order():
     torch.manual_seed(0)
     f, e, h = (torch.randn(B, K, N, D) * 3 for _ in range(3))
