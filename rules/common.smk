@@ -254,16 +254,11 @@ def k_of(w):
     return cfg(w)["retrieval"]["k"]
 
 
-def train_config_arg(w, threads):
-    """--train-config: the run's train section; torch threads as configured, else the cores Snakemake
-    gives the job (train.threads: null), and no progress bar in the log."""
-    train = cfg(w)["train"]
-    return shlex.quote(
-        json.dumps(
-            {**train, "progress": False, "threads": train["threads"] or threads},
-            sort_keys=True,
-        )
-    )
+def train_config_arg(w):
+    """--train-config: the run's train section, without a progress bar in the log. Its threads, when
+    null, come from the job (`--threads {threads}` in the rule): a params function that reads
+    `threads` is evaluated late and not recorded, so a changed setting would not re-run the job."""
+    return shlex.quote(json.dumps({**cfg(w)["train"], "progress": False}, sort_keys=True))
 
 
 def artifacts(w):
@@ -371,6 +366,14 @@ def extract_command(w, input, output, threads, shard=""):
         f"facenet-evc extract-features --videos {input.videos} --captions {' '.join(input.captions)}"
         f" {clip_args(w)} --n-frames {f['n_frames']} --batch-size {f['batch_size']}"
         f" --num-workers {f['num_workers']} --threads {threads}{tubelet}{shard} --out {output[0]}"
+    )
+
+
+def feature_settings(w):
+    """What the features depend on besides their inputs: a params entry of its own, because `cmd`
+    reads `threads` and Snakemake neither records nor compares such late-evaluated params."""
+    return json.dumps(
+        {"features": dataset(w.ds)["features"], "clip": clip_args(w)}, sort_keys=True
     )
 
 

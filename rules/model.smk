@@ -35,7 +35,7 @@ rule train:
     shell:
         "facenet-evc train --features {input.features} --topk {input.topk} --triplets {input.triplets}"
         " --lexicon-h5 {input.lexicon_h5} --captions {input.captions} --captions-seps {params.seps}"
-        " --lexicon {input.lexicon} --model-config {params.model} --train-config {params.train}"
+        " --lexicon {input.lexicon} --model-config {params.model} --train-config {params.train} --threads {threads}"
         " --restart-if-changed --out {params.out} > {log} 2>&1"
 
 

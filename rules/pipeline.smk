@@ -92,7 +92,7 @@ rule clip_features:
         mem_mb=4000,
         gpu=lambda w: 0 if feature_shards(w) > 1 else feature_gpus(w),
     params:
-        # the whole command is a param, so a change of any feature setting re-runs the rule
+        settings=feature_settings,
         cmd=feature_command,
     shell:
         "{params.cmd} > {log} 2>&1"
@@ -119,6 +119,7 @@ rule clip_features_shard:
         mem_mb=4000,
         gpu=feature_gpus,
     params:
+        settings=feature_settings,
         cmd=lambda w, input, output, threads: extract_command(
             w, input, output, threads, f" --shard {w.i}/{w.n}"
         ),

@@ -138,6 +138,34 @@ def test_retrieval_change_reruns_only_downstream(demo_run):
         assert f"rule {upstream}:" not in out, upstream
 
 
+@pytest.mark.parametrize(
+    "section, key, reruns, kept",
+    [
+        ("train", "max_steps", ["train", "predict"], ["clip_features", "retrieval", "triplets"]),
+        ("features", "batch_size", ["clip_features", "retrieval", "train"], ["clip_pretrain", "make_demo"]),
+    ],
+)
+def test_setting_change_reruns_its_stage(demo_run, section, key, reruns, kept):
+    """A changed setting re-runs its stage even where the rule also reads {threads}: params functions
+    that take `threads` are evaluated late and Snakemake does not record them (train.max_steps once
+    changed nothing)."""
+    tmp, _, cfg = demo_run
+    changed = yaml.safe_load(cfg.read_text())
+    changed.setdefault(section, {})
+    changed[section][key] = int(changed[section].get(key) or 1) + 1
+    cfg2 = tmp / f"demo_small_{section}.yaml"
+    cfg2.write_text(yaml.safe_dump(changed))
+    extra2 = tmp / f"extra_{section}.yaml"
+    extra2.write_text(yaml.safe_dump({"datasets": {"demo_small": str(cfg2)}, "results_root": str(tmp / "results")}))
+    r = snakemake("-n", "--configfile", str(extra2), "--", *targets(tmp))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    for rule in reruns:
+        assert f"rule {rule}:" in out, rule
+    for rule in kept:
+        assert f"rule {rule}:" not in out, rule
+
+
 def test_pretraining_pool_gets_its_emotion_share(workflow):
     """clip.pretrain.pool_emotion_share reaches make-demo for the pool only (a dry run, nothing trained)."""
     tmp, _, cfg = workflow

@@ -623,14 +623,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", default=None, help="FaceNetConfig: JSON/YAML file or inline JSON/YAML")
     parser.add_argument("--train-config", default=None, help="TrainConfig: JSON/YAML file or inline JSON/YAML")
     parser.add_argument("--out", required=True, help="output folder (resumed from <out>/last when present)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads where the train config's threads is null (the workflow passes its job's cores)")
     parser.add_argument("--restart-if-changed", action="store_true",
                         help="if --out holds a run of other settings or inputs, discard it and start afresh "
                              "(default: stop with an error)")
 
 
 def run_train_cli(args: argparse.Namespace) -> int:
-    summary = train(_checked_mapping(args.model_config, "--model-config", FaceNetConfig),
-                    _checked_mapping(args.train_config, "--train-config", TrainConfig),
+    train_cfg = _checked_mapping(args.train_config, "--train-config", TrainConfig)
+    if args.threads is not None and not train_cfg.get("threads"):
+        train_cfg = {**train_cfg, "threads": args.threads}
+    summary = train(_checked_mapping(args.model_config, "--model-config", FaceNetConfig), train_cfg,
                     args.features, args.topk, args.triplets, args.lexicon_h5,
                     caption_sources(args.captions, args.captions_seps), args.lexicon, args.out,
                     restart_if_changed=args.restart_if_changed)
