@@ -229,17 +229,19 @@ def test_pvea_shapes_and_attention_rows():
     torch.testing.assert_close(out.q_v.sum(-1), torch.ones(B, K, N))
 
 
-def test_pvea_lexicon_attention_equals_multihead_attention():
+@pytest.mark.parametrize("d_e", [D_E, D], ids=["d_e != d", "d_e == d (packed weights)"])
+def test_pvea_lexicon_attention_equals_multihead_attention(d_e):
     """attend_lexicon projects E_0 once; nn.MultiheadAttention on the lexicon expanded to the batch
     is the reference, for the output, the weights and every gradient."""
     torch.manual_seed(0)
-    pvea = PVEA(make_cfg()).eval()  # eval: no attention dropout
+    pvea = PVEA(make_cfg(d_e=d_e)).eval()  # eval: no attention dropout
     f = torch.randn(B * K, N, D, requires_grad=True)
-    lex = torch.randn(NW, D_E)
+    lex = torch.randn(NW, d_e)
     mha = pvea.attn_c
-    wanted = [f, mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight, mha.in_proj_bias, mha.out_proj.weight]
+    weights_in = [mha.in_proj_weight] if d_e == D else [mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight]
+    wanted = [f, *weights_in, mha.in_proj_bias, mha.out_proj.weight]
     out, weights = pvea.attend_lexicon(f, lex)
-    big = lex.expand(B * K, NW, D_E)
+    big = lex.expand(B * K, NW, d_e)
     ref, ref_weights = mha(f, big, big, need_weights=True, average_attn_weights=True)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(weights, ref_weights)

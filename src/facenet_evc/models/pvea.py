@@ -56,17 +56,21 @@ class PVEA(nn.Module):
 
         The same computation as ``attn_c(q_in, E_0, E_0)`` (tested), except that the lexicon's
         keys and values are projected once instead of once per query row: ``nn.MultiheadAttention``
-        needs the lexicon expanded to the batch, B*K copies of the same projection, which was 10%
-        of a demo training step. Returns the output (M, N, d) and the head-averaged weights
-        (M, N, N_w), taken before attention dropout so that their rows sum to 1.
+        needs the lexicon expanded to the batch, B*K copies of the same projection, about 4% of a
+        demo training step. Returns the output (M, N, d) and the head-averaged weights (M, N, N_w),
+        taken before attention dropout so that their rows sum to 1.
         """
         mha = self.attn_c
         M, N, d = q_in.shape
         h = mha.num_heads
+        if mha._qkv_same_embed_dim:  # d_e == d (the paper's setting): one packed (3d, d) weight
+            w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        else:
+            w_q, w_k, w_v = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
         b_q, b_k, b_v = (None, None, None) if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
-        q = F.linear(q_in, mha.q_proj_weight, b_q).view(M, N, h, d // h).transpose(1, 2)  # (M, h, N, d/h)
-        k = F.linear(lexicon, mha.k_proj_weight, b_k).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
-        val = F.linear(lexicon, mha.v_proj_weight, b_v).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
+        q = F.linear(q_in, w_q, b_q).view(M, N, h, d // h).transpose(1, 2)  # (M, h, N, d/h)
+        k = F.linear(lexicon, w_k, b_k).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
+        val = F.linear(lexicon, w_v, b_v).view(-1, h, d // h).transpose(0, 1)  # (h, N_w, d/h)
         weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h), dim=-1)  # (M, h, N, N_w)
         out = F.dropout(weights, mha.dropout, self.training) @ val  # (M, h, N, d/h)
         out = mha.out_proj(out.transpose(1, 2).reshape(M, N, d))  # (M, N, d)
