@@ -257,8 +257,11 @@ def k_of(w):
 def train_config_arg(w):
     """--train-config: the run's train section, without a progress bar in the log. Its threads, when
     null, come from the job (`--threads {threads}` in the rule): a params function that reads
-    `threads` is evaluated late and not recorded, so a changed setting would not re-run the job."""
-    return shlex.quote(json.dumps({**cfg(w)["train"], "progress": False}, sort_keys=True))
+    `threads` is evaluated late and not recorded, so a changed setting would not re-run the job.
+    """
+    return shlex.quote(
+        json.dumps({**cfg(w)["train"], "progress": False}, sort_keys=True)
+    )
 
 
 def artifacts(w):
@@ -371,7 +374,8 @@ def extract_command(w, input, output, threads, shard=""):
 
 def feature_settings(w):
     """What the features depend on besides their inputs: a params entry of its own, because `cmd`
-    reads `threads` and Snakemake neither records nor compares such late-evaluated params."""
+    reads `threads` and Snakemake neither records nor compares such late-evaluated params.
+    """
     return json.dumps(
         {"features": dataset(w.ds)["features"], "clip": clip_args(w)}, sort_keys=True
     )
