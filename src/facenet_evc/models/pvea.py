@@ -63,7 +63,7 @@ class PVEA(nn.Module):
         mha = self.attn_c
         M, N, d = q_in.shape
         h = mha.num_heads
-        if mha._qkv_same_embed_dim:  # d_e == d (the paper's setting): one packed (3d, d) weight
+        if mha.in_proj_weight is not None:  # d_e == d (the paper's setting): one packed (3d, d) weight
             w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
         else:
             w_q, w_k, w_v = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
